@@ -1,0 +1,100 @@
+"""`iadm`: one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from iadm.config import ConfigError, load_controller_config
+
+
+def _api_client(args):
+    from iadm.sdn.client import VerdictClient
+    config = load_controller_config(args.config)
+    url = args.url or f"http://{config.api_host}:{config.api_port}"
+    return VerdictClient(url, config.api_token)
+
+
+def cmd_controller(args) -> int:
+    from iadm.sdn import launcher
+    launcher.run(load_controller_config(args.config), args.framework)
+    return 0
+
+
+def cmd_verdict(args) -> int:
+    target = {}
+    if args.target and ":" in args.target:
+        target["src_mac"] = args.target
+    elif args.target and args.target.isdigit() and args.action == "unblock":
+        target["block_id"] = int(args.target)
+    elif args.target:
+        target["src_ip"] = args.target
+    result = _api_client(args).verdict(action=args.action, duration=args.duration, in_port=args.in_port,
+                                       reason=args.reason, source=args.source or "operator", **target)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_blocks(args) -> int:
+    blocks = _api_client(args).blocks()
+    if args.json:
+        print(json.dumps(blocks, indent=2))
+        return 0
+    print(f"{'id':>5}  {'action':6}  {'left':>6}  {'target':40}  source / reason")
+    for b in blocks:
+        target = " ".join(f"{k}={v}" for k, v in b["match"].items() if k != "eth_type")
+        print(f"{b['block_id']:>5}  {b['action']:6}  {b['remaining_seconds']:>5}s  {target:40}  "
+              f"{b['source']} / {b['reason']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iadm", description="Intrusion detection and prevention for IoT gateways")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("controller", help="run the OpenFlow 1.3 gateway controller and its verdict API")
+    p.add_argument("--config", help="TOML config file (see config/controller.toml)")
+    p.add_argument("--framework", choices=("osken", "ryu"), default="osken",
+                   help="Ryu API implementation: os-ken 4.x (default) or Ryu 4.34")
+    p.set_defaults(func=cmd_controller)
+
+    def api_args(p):
+        p.add_argument("--config", help="controller config: API address and token (or IADM_API_TOKEN)")
+        p.add_argument("--url", help="verdict API base URL (default: from the config)")
+
+    p = sub.add_parser("verdict", help="send a verdict to the controller: block, alert or unblock")
+    p.add_argument("action", choices=("block", "alert", "unblock"))
+    p.add_argument("target", nargs="?", help="IPv4 source, source MAC, or (unblock) a block id")
+    p.add_argument("--duration", type=int, help="seconds (default: the controller's)")
+    p.add_argument("--in-port", type=int, help="with a MAC target: only where it enters")
+    p.add_argument("--reason", default="")
+    p.add_argument("--source", default="")
+    api_args(p)
+    p.set_defaults(func=cmd_verdict)
+
+    p = sub.add_parser("blocks", help="list the controller's active blocks")
+    p.add_argument("--json", action="store_true")
+    api_args(p)
+    p.set_defaults(func=cmd_blocks)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"iadm: config: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from iadm.sdn.client import ApiError
+        if isinstance(exc, (ApiError, OSError)):
+            print(f"iadm {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""OpenFlow side: framework import, pure pipeline builders, controller core, app, launcher."""
