@@ -90,6 +90,8 @@ def parse_verdict(body: bytes) -> Verdict:
     src_ip = doc.get("src_ip")
     if src_ip is not None:
         try:
+            if not isinstance(src_ip, str):
+                raise TypeError(src_ip)
             src_ip = str(ipaddress.IPv4Address(src_ip))
         except (ipaddress.AddressValueError, ValueError, TypeError):
             raise VerdictError(400, f"src_ip is not an IPv4 address: {src_ip!r}", "src_ip") from None
@@ -117,7 +119,7 @@ def parse_verdict(body: bytes) -> Verdict:
             raise VerdictError(400, "unblock takes no duration", "duration")
     else:
         if block_id is not None:
-            raise VerdictError(400, f"block_id is only for unblock", "block_id")
+            raise VerdictError(400, "block_id is only for unblock", "block_id")
         if src_ip is None and src_mac is None:
             raise VerdictError(400, f"{action} needs src_ip or src_mac", "src_ip")
     return Verdict(action, src_ip, src_mac, in_port, duration, reason, source, block_id)

@@ -1,0 +1,42 @@
+import pytest
+
+from iadm.config import ConfigError, load_controller_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_config_loads(monkeypatch):
+    monkeypatch.setenv("IADM_API_TOKEN", "t")
+    config = load_controller_config("config/controller.toml")
+    assert config.monitor_port == "s1-eth3" and config.api_token == "t"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[openflow]\nport = 70000\n", "openflow.port"),
+    ("[openflow]\nmonitr_port = 3\n", "unknown key 'openflow.monitr_port'"),
+    ("[api]\ntoken = 5\n", "api.token"),
+    ("[api\n", "not valid TOML"),
+    ("port = 3\n", "must be a [section]"),
+    ("[blocks]\ndefault_seconds = true\n", "blocks.default_seconds"),
+])
+def test_bad_config_names_file_and_key(tmp_path, monkeypatch, text, words):
+    monkeypatch.setenv("IADM_API_TOKEN", "t")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_controller_config(path)
+    assert path in str(err.value) and words in str(err.value)
+
+
+def test_token_is_required(tmp_path, monkeypatch):
+    monkeypatch.delenv("IADM_API_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="token"):
+        load_controller_config(write(tmp_path, "[api]\nport = 9000\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_controller_config(str(tmp_path / "none.toml"))
