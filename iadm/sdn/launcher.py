@@ -20,8 +20,8 @@ def _ofp_args(config: ControllerConfig) -> list[str]:
     return ["--ofp-listen-host", config.ofp_host, "--ofp-tcp-listen-port", str(config.ofp_port)]
 
 
-def _setup_logging(config: ControllerConfig) -> None:
-    handlers = [logging.StreamHandler(sys.stderr)]
+def _setup_logging(config: ControllerConfig, stderr: bool) -> None:
+    handlers = [logging.StreamHandler(sys.stderr)] if stderr else []
     if config.log_file:
         handlers.append(logging.FileHandler(config.log_file))
     logging.basicConfig(level=logging.INFO, handlers=handlers,
@@ -31,7 +31,7 @@ def _setup_logging(config: ControllerConfig) -> None:
 def _prepare(config: ControllerConfig, framework: str) -> None:
     os.environ["IADM_FRAMEWORK"] = framework
     os.makedirs(os.path.dirname(os.path.abspath(config.block_store)), exist_ok=True)
-    _setup_logging(config)
+    _setup_logging(config, stderr=framework != "ryu")  # Ryu's manager logs to stderr itself
     import iadm.sdn.app as app  # after IADM_FRAMEWORK is set: it picks the framework
     app.CONFIG = config
 
@@ -48,8 +48,11 @@ def run_ryu(config: ControllerConfig) -> None:
     import eventlet.wsgi
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
+    # Importing Ryu's manager monkey-patches the standard library with eventlet;
+    # it must come before the app imports http.server, or the API's select()
+    # blocks the whole hub and the switch never gets an answer.
+    from ryu.cmd import manager
     _prepare(config, "ryu")
-    from ryu.cmd import manager  # patches the standard library with eventlet on import
     manager.main(args=_ofp_args(config) + [APP_MODULE])
 
 

@@ -4,7 +4,7 @@ import json
 import threading
 
 import pytest
-from conftest import H1, H2, IP, MON
+from fakeswitch import H1, H2, IP, MON
 
 from iadm.sdn.api import MAX_BODY, VerdictServer
 
@@ -14,7 +14,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def api(gateway):
     server = VerdictServer(("127.0.0.1", 0), gateway.core, TOKEN)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), daemon=True)
     thread.start()
     gateway.learn_all()
     yield gateway, server.server_address[1]

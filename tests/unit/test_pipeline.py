@@ -1,5 +1,5 @@
 """The pipeline against a fake OpenFlow 1.3 flow table: where does each packet go?"""
-from conftest import DPID, H1, H2, H3, IP, MAC, MON
+from fakeswitch import DPID, H1, H2, H3, IP, MAC, MON
 
 from iadm.sdn import pipeline
 from iadm.sdn.verdicts import Verdict
@@ -131,7 +131,7 @@ def test_host_move_relearns_and_drops_the_old_port(gateway):
 
 
 def test_monitor_port_by_number_and_missing_name(tmp_path):
-    from conftest import Gateway
+    from fakeswitch import Gateway
     (tmp_path / "by_number").mkdir()
     by_number = Gateway(tmp_path / "by_number", monitor_port=MON)
     by_number.learn_all()
