@@ -1,0 +1,1 @@
+"""Packet sources (AF_PACKET ring, pcap/pcapng files) and the vectorised decoder."""

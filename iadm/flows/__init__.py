@@ -1,0 +1,1 @@
+"""Flow table, Argus-style records, Bot-IoT features."""
