@@ -79,16 +79,23 @@ class FlowTable:
             self.next_tick = (np.floor(ts[0] / self.status_interval) + 1) * self.status_interval
         # Split at status ticks; a running maximum keeps slightly unordered captures in order.
         clock = np.maximum.accumulate(ts)
+        # At most a quarter of the table per step, so eviction always finds room.
+        step = max(1, self.capacity // 4)
         start = 0
         while start < n:
-            cut = int(np.searchsorted(clock, self.next_tick, side="left"))
+            cut = min(int(np.searchsorted(clock, self.next_tick, side="left")), start + step)
             if cut > start:
                 self._account(packets, start, cut, out)
                 start = cut
-            if start < n:
-                out.extend(self._tick(self.next_tick))
-                self.next_tick += self.status_interval * max(1, np.floor((clock[start] - self.next_tick)
-                                                                         / self.status_interval) + 1)
+                continue
+            # The next packet lies at or past the tick: report, then expire at the
+            # last tick before it, so a long silence still closes idle flows.
+            out.extend(self._tick(self.next_tick))
+            last_tick = self.next_tick + np.floor((clock[start] - self.next_tick) / self.status_interval) \
+                * self.status_interval
+            if last_tick > self.next_tick:
+                out.extend(self._tick(last_tick))
+            self.next_tick = last_tick + self.status_interval
         return [frame for frame in out if len(frame)]
 
     def flush(self) -> list:

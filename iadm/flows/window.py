@@ -93,5 +93,5 @@ class WindowAggregator:
             for name, value, how in wanted:
                 total = count if value is None else next(sums)
                 out[name] = (total / count if how == "mean" else total)[skip:]
-        self.carry = joined.iloc[len(joined) - (self.window - 1):].reset_index(drop=True)
+        self.carry = joined.iloc[max(0, len(joined) - (self.window - 1)):].reset_index(drop=True)
         return records.assign(**out)[list(records.columns) + WINDOW_COLUMNS]
