@@ -48,6 +48,29 @@ def cmd_blocks(args) -> int:
     return 0
 
 
+def _flow_options(args) -> dict:
+    return {"status_interval": args.status_interval, "idle_timeout": args.idle_timeout, "max_flows": args.max_flows}
+
+
+def cmd_features(args) -> int:
+    from iadm.monitor import convert
+    stats = convert(args.pcap, args.output, **_flow_options(args))
+    print(f"{args.pcap}: {stats['packets']:,} packets, {stats['decoded']:,} decoded, "
+          f"{stats['records_written']:,} records -> {args.output}", file=sys.stderr)
+    skipped = {k: stats[k] for k in ("truncated", "bad_header", "fragments", "other_ethertype", "unsupported")
+               if stats[k]}
+    if skipped:
+        print(f"  not decoded: {skipped}", file=sys.stderr)
+    return 0
+
+
+def cmd_monitor(args) -> int:
+    from iadm.monitor import watch
+    watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
+          status_every=args.status_every, **_flow_options(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iadm", description="Intrusion detection and prevention for IoT gateways")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     def api_args(p):
         p.add_argument("--config", help="controller config: API address and token (or IADM_API_TOKEN)")
         p.add_argument("--url", help="verdict API base URL (default: from the config)")
+
+    def flow_args(p):
+        p.add_argument("--status-interval", type=float, default=5.0, help="seconds between flow records (5)")
+        p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a quiet flow closes (30)")
+        p.add_argument("--max-flows", type=int, default=1 << 18, help="flow table size; oldest evicted (262144)")
+
+    p = sub.add_parser("features", help="turn a pcap/pcapng file into Bot-IoT flow records (.csv or .parquet)")
+    p.add_argument("pcap")
+    p.add_argument("-o", "--output", required=True, help="records file: .csv or .parquet")
+    flow_args(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("monitor", help="watch an interface (or replay a capture) and report flows")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--iface", help="capture live here (the mirror port)")
+    src.add_argument("--pcap", help="replay this capture file")
+    p.add_argument("--records", help="also write the records to this .csv or .parquet")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--status-every", type=float, default=1.0, help="seconds between status lines (1)")
+    flow_args(p)
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("verdict", help="send a verdict to the controller: block, alert or unblock")
     p.add_argument("action", choices=("block", "alert", "unblock"))
@@ -89,8 +133,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from iadm.capture.batch import CaptureError
         from iadm.sdn.client import ApiError
-        if isinstance(exc, (ApiError, OSError)):
+        if isinstance(exc, (ApiError, OSError, CaptureError, ValueError)):
             print(f"iadm {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

@@ -9,7 +9,6 @@ it was handed out: nothing read before the damage is lost.
 """
 from __future__ import annotations
 
-import os
 import struct
 
 import numpy as np
@@ -38,9 +37,11 @@ def _check_linktype(path, linktype, where):
                            f"(supported: {', '.join(f'{k} {v}' for k, v in SUPPORTED_LINKTYPES.items())})")
 
 
-def read_pcap(path: str, chunk: int = CHUNK):
-    """Batches of a pcap or pcapng file."""
+def read_pcap(path: str, chunk: int = CHUNK, progress=None):
+    """Batches of a pcap or pcapng file; progress(bytes_read) is called as the file is read."""
     with open(path, "rb") as fh:
+        if progress is not None:
+            fh = _Progress(fh, progress)
         head = fh.read(24)
         if len(head) < 4:
             raise CaptureError(f"{path}: empty or too short to be a capture ({len(head)} bytes)")
@@ -189,5 +190,17 @@ def _tsresol(data, pos, blen, order) -> float:
     return 1e-6
 
 
-def file_size(path: str) -> int:
-    return os.path.getsize(path)
+class _Progress:
+    """A file wrapper that reports how far reading has got."""
+
+    def __init__(self, fh, callback):
+        self.fh = fh
+        self.callback = callback
+
+    def read(self, size=-1):
+        data = self.fh.read(size)
+        self.callback(self.fh.tell())
+        return data
+
+    def seek(self, pos):
+        return self.fh.seek(pos)

@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+from iadm.testbed import ControllerProcess, gateway_network
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -29,3 +31,17 @@ def _integration_prerequisites(request):
         if os.environ.get("CI"):
             pytest.fail(f"integration prerequisites missing in CI: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, _integration_prerequisites):
+    """The controller as its own process and the reference topology, shared by one module's tests.
+
+    Module scope: one topology at a time (they share the switch name), torn down between modules."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    controller = ControllerProcess(workdir).start()
+    try:
+        with gateway_network(controller.ofp_port) as net:
+            yield controller, net, workdir
+    finally:
+        controller.stop()

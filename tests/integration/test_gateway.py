@@ -7,20 +7,8 @@ import pytest
 from labtools import flow_packets, ping
 
 from iadm.sdn.client import ApiError
-from iadm.testbed import ControllerProcess, gateway_network
 
 H1_IP, H2_IP = "10.0.0.1", "10.0.0.2"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gateway")
-    controller = ControllerProcess(workdir).start()
-    try:
-        with gateway_network(controller.ofp_port) as net:
-            yield controller, net, workdir
-    finally:
-        controller.stop()
 
 
 @pytest.fixture(autouse=True)
