@@ -166,7 +166,7 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
         "min": np.where(np.isfinite(c["seg_min"][slots]), c["seg_min"][slots], 0.0),
         "max": c["seg_max"][slots], "spkts": spkts, "dpkts": dpkts, "sbytes": sbytes, "dbytes": dbytes,
         "rate": _rate(pkts, dur),
-        "srate": _rate(spkts, c["s_last"][slots] - c["s_first"][slots]),
+        "srate": _rate(spkts, dur),   # Bot-IoT: 99.3% of real rows (docs/features.md)
         "drate": _rate(dpkts, c["d_last"][slots] - c["d_first"][slots]),
         "smac": c["smac"][slots],
     })

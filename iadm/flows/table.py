@@ -16,9 +16,10 @@ Semantics (Argus, as used to build Bot-IoT; choices where it is loose):
 - mean/stddev/sum/min/max: statistics of the durations of the flow's
   per-interval segments so far (first to last packet inside each status
   interval); stddev is the population one.
-- rate = (pkts-1)/dur; srate = (spkts-1)/(time between the first and last
-  source packet), drate likewise; 0 when undefined. Checked against real
-  Bot-IoT rows in docs/features.md.
+- rate = (pkts-1)/dur and srate = (spkts-1)/dur, as real Bot-IoT rows
+  satisfy; drate = (dpkts-1)/(time between the first and last destination
+  packet), which is what the rows that do not fit dur suggest; 0 when
+  undefined. Checked against real Bot-IoT rows in docs/features.md.
 - Bounded memory: at most max_flows slots. A new flow that finds the table
   full evicts the least recently active flows first (their final record is
   emitted and counted as `evicted`), in steps of 1/16 of the table, so a

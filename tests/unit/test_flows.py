@@ -44,7 +44,7 @@ def test_tcp_handshake_data_and_close():
     assert r.state == "FIN" and r.state_number == STATE_NUMBERS["FIN"]
     assert (r["mean"], r.stddev, r["sum"], r["min"], r["max"]) == pytest.approx((1.2, 0, 1.2, 1.2, 1.2))
     assert r.rate == pytest.approx(6 / 1.2)
-    assert r.srate == pytest.approx(4 / 1.2)      # 5 source packets between 1000.0 and 1001.2
+    assert r.srate == pytest.approx(4 / 1.2)      # (spkts - 1) / dur
     assert r.drate == pytest.approx(1 / 1.0)      # 2 destination packets between 1000.1 and 1001.1
     assert r.smac == 1
 
@@ -63,7 +63,7 @@ def test_udp_exchange_across_two_status_intervals():
     # two interval segments lasting 0.5 and 0.2 seconds
     assert (last["mean"], last.stddev, last["sum"], last["min"], last["max"]) == pytest.approx(
         (0.35, 0.15, 0.7, 0.2, 0.5))
-    assert last.srate == pytest.approx(1 / 6.0) and last.drate == pytest.approx(1 / 5.7)
+    assert last.srate == pytest.approx(1 / 6.2) and last.drate == pytest.approx(1 / 5.7)  # dur; dst span
 
 
 def test_icmp_echo_request_and_reply_form_one_flow():
