@@ -66,17 +66,24 @@ class _Reader:
         # mode="clip" bounds the index in C; callers mask out what lies past the capture.
         return np.take(self.buf, idx, mode="clip").astype(np.int64)
 
+    def _bytes(self, idx, width):
+        # One gather of `width` bytes per index, read as a big-endian integer.
+        rows = np.take(self.buf, idx[:, None] + np.arange(width), mode="clip")
+        return rows.view(f">u{width}").ravel()
+
     def be16(self, idx):
-        return (self.u8(idx) << 8) | self.u8(idx + 1)
+        return self._bytes(idx, 2).astype(np.int64)
 
     def be32(self, idx):
-        return (self.be16(idx) << 16) | self.be16(idx + 2)
+        return self._bytes(idx, 4).astype(np.int64)
 
     def be64(self, idx):
-        return (self.be32(idx).astype(np.uint64) << np.uint64(32)) | self.be32(idx + 4).astype(np.uint64)
+        return self._bytes(idx, 8).astype(np.uint64)
 
     def mac(self, idx):
-        return (self.be16(idx).astype(np.uint64) << np.uint64(32)) | self.be32(idx + 2).astype(np.uint64)
+        rows = np.zeros((len(idx), 8), dtype=np.uint8)
+        rows[:, 2:] = np.take(self.buf, idx[:, None] + np.arange(6), mode="clip")
+        return rows.view(">u8").ravel().astype(np.uint64)
 
 
 def decode(batch: Batch, counters: dict | None = None) -> Decoded:
@@ -167,40 +174,44 @@ def decode(batch: Batch, counters: dict | None = None) -> Decoded:
     np.putmask(src_lo, ok4, IPV4_MAPPED | r.be32(l3 + 12).astype(np.uint64))
     np.putmask(dst_lo, ok4, IPV4_MAPPED | r.be32(l3 + 16).astype(np.uint64))
 
-    # --- IPv6 -------------------------------------------------------------
-    t6 = is6 & ~has(l3, 40)
-    truncated |= t6
-    ok6 = is6 & ~t6
-    bad6 = ok6 & ((r.u8(l3) >> 4) != 6)
-    bad |= bad6
-    ok6 &= ~bad6
-    nh = r.u8(l3 + 6)
-    l4_6 = l3 + 40
-    for _ in range(3):  # extension headers before the transport header
-        ext = ok6 & np.isin(nh, (0, 43, 60)) & has(l4_6, 2)
-        fr = ok6 & (nh == 44) & has(l4_6, 8)
-        frag |= fr
-        skip |= fr & ((r.be16(l4_6 + 2) & 0xFFF8) != 0)
-        step = np.where(ext, (r.u8(l4_6 + 1) + 1) * 8, np.where(fr, 8, 0))
-        nh = np.where(ext | fr, r.u8(l4_6), nh)
-        l4_6 = l4_6 + step
-    np.putmask(proto, ok6, nh)
-    np.putmask(l4, ok6, l4_6)
-    np.putmask(src_hi, ok6, r.be64(l3 + 8))
-    np.putmask(src_lo, ok6, r.be64(l3 + 16))
-    np.putmask(dst_hi, ok6, r.be64(l3 + 24))
-    np.putmask(dst_lo, ok6, r.be64(l3 + 32))
+    # --- IPv6 (skipped when the batch has none) ---------------------------------
+    ok6 = np.zeros(n, dtype=bool)
+    if is6.any():
+        t6 = is6 & ~has(l3, 40)
+        truncated |= t6
+        ok6 = is6 & ~t6
+        bad6 = ok6 & ((r.u8(l3) >> 4) != 6)
+        bad |= bad6
+        ok6 &= ~bad6
+        nh = r.u8(l3 + 6)
+        l4_6 = l3 + 40
+        for _ in range(3):  # extension headers before the transport header
+            ext = ok6 & np.isin(nh, (0, 43, 60)) & has(l4_6, 2)
+            fr = ok6 & (nh == 44) & has(l4_6, 8)
+            frag |= fr
+            skip |= fr & ((r.be16(l4_6 + 2) & 0xFFF8) != 0)
+            step = np.where(ext, (r.u8(l4_6 + 1) + 1) * 8, np.where(fr, 8, 0))
+            nh = np.where(ext | fr, r.u8(l4_6), nh)
+            l4_6 = l4_6 + step
+        np.putmask(proto, ok6, nh)
+        np.putmask(l4, ok6, l4_6)
+        np.putmask(src_hi, ok6, r.be64(l3 + 8))
+        np.putmask(src_lo, ok6, r.be64(l3 + 16))
+        np.putmask(dst_hi, ok6, r.be64(l3 + 24))
+        np.putmask(dst_lo, ok6, r.be64(l3 + 32))
 
-    # --- ARP (IPv4 over Ethernet) -------------------------------------------
-    tarp = isarp & ~has(l3, 28)
-    truncated |= tarp
-    okarp = isarp & ~tarp
-    badarp = okarp & ((r.be16(l3 + 2) != 0x0800) | (r.u8(l3 + 5) != 4))
-    bad |= badarp
-    okarp &= ~badarp
-    np.putmask(proto, okarp, PROTO_ARP)
-    np.putmask(src_lo, okarp, IPV4_MAPPED | r.be32(l3 + 14).astype(np.uint64))
-    np.putmask(dst_lo, okarp, IPV4_MAPPED | r.be32(l3 + 24).astype(np.uint64))
+    # --- ARP, IPv4 over Ethernet (skipped when the batch has none) ---------------
+    okarp = np.zeros(n, dtype=bool)
+    if isarp.any():
+        tarp = isarp & ~has(l3, 28)
+        truncated |= tarp
+        okarp = isarp & ~tarp
+        badarp = okarp & ((r.be16(l3 + 2) != 0x0800) | (r.u8(l3 + 5) != 4))
+        bad |= badarp
+        okarp &= ~badarp
+        np.putmask(proto, okarp, PROTO_ARP)
+        np.putmask(src_lo, okarp, IPV4_MAPPED | r.be32(l3 + 14).astype(np.uint64))
+        np.putmask(dst_lo, okarp, IPV4_MAPPED | r.be32(l3 + 24).astype(np.uint64))
 
     ip = (ok4 | ok6) & ~skip
     # --- transport ------------------------------------------------------------

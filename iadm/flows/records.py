@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from iadm.capture.decode import PROTO_ARP
 
@@ -34,7 +35,6 @@ PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", PROTO_ARP: "arp"
 PROTO_NUMBERS = {"tcp": 1, "arp": 2, "udp": 3, "icmp": 4, "ipv6-icmp": 5}
 STATES = ["REQ", "INT", "CON", "FIN", "RST", "ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD", "ACC"]
 STATE_NUMBERS = {s: i + 1 for i, s in enumerate(STATES)}
-_STATE_NAMES = np.array(["", *STATES], dtype=object)  # indexed by state_number
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -85,42 +85,40 @@ def _codes(*names):
 _MAPPED = np.uint64(0x0000FFFF00000000)
 
 
-_DIGITS = np.zeros((256, 3), dtype=np.uint8)
-_DIGIT_LEN = np.zeros(256, dtype=np.int64)
+# Each octet as up to three digits and a dot, padded to four bytes, with its length.
+_OCTET_TEXT = np.zeros((256, 4), dtype=np.uint8)
+_OCTET_LEN = np.zeros(256, dtype=np.int64)
 for _v in range(256):
-    _text = str(_v).encode()
-    _DIGITS[_v, :len(_text)] = np.frombuffer(_text, dtype=np.uint8)
-    _DIGIT_LEN[_v] = len(_text)
+    _text = f"{_v}.".encode()
+    _OCTET_TEXT[_v, :len(_text)] = np.frombuffer(_text, dtype=np.uint8)
+    _OCTET_LEN[_v] = len(_text)
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
-def _dotted_quads(v4: np.ndarray) -> np.ndarray:
-    """IPv4 addresses (uint64 low 32 bits) to text without a per-address Python call."""
-    n = len(v4)
-    out = np.zeros((n, 16), dtype=np.uint8)
-    pos = np.zeros(n, dtype=np.int64)
-    rows = np.arange(n)
-    for shift in (24, 16, 8, 0):
-        octet = ((v4 >> np.uint64(shift)) & np.uint64(255)).astype(np.int64)
-        length = _DIGIT_LEN[octet]
-        for k in range(3):
-            put = k < length
-            out[rows[put], pos[put] + k] = _DIGITS[octet[put], k]
-        pos += length
-        if shift:
-            out[rows, pos] = ord(".")
-            pos += 1
-    return out.view("S16").ravel().astype(str)
+def _dotted_quads(v4: np.ndarray) -> pd.Series:
+    """IPv4 addresses (uint64, low 32 bits) to an Arrow string column without per-address Python."""
+    octets = np.stack([((v4 >> np.uint64(s)) & np.uint64(255)).astype(np.int64) for s in (24, 16, 8, 0)], axis=1)
+    padded = _OCTET_TEXT[octets]                       # (n, 4, 4)
+    lengths = _OCTET_LEN[octets]
+    lengths[:, 3] -= 1                                 # no dot after the last octet
+    data = padded[np.arange(4) < lengths[..., None]]   # row-major: the strings, back to back
+    offsets = np.zeros(len(v4) + 1, dtype=np.int32)
+    np.cumsum(lengths.sum(axis=1), out=offsets[1:])
+    array = pa.StringArray.from_buffers(len(v4), pa.py_buffer(offsets), pa.py_buffer(data))
+    return pd.Series(array, dtype=_STR)
 
 
-def addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+def addresses(hi: np.ndarray, lo: np.ndarray) -> pd.Series:
     """Printable addresses: dotted quads for IPv4-mapped, RFC 5952 text for IPv6."""
     import ipaddress
     v4 = (hi == 0) & ((lo & np.uint64(0xFFFFFFFF00000000)) == _MAPPED)
+    if v4.all():
+        return _dotted_quads(lo & np.uint64(0xFFFFFFFF))
     out = np.empty(len(hi), dtype=object)
-    out[v4] = _dotted_quads(lo[v4] & np.uint64(0xFFFFFFFF))
+    out[v4] = _dotted_quads(lo[v4] & np.uint64(0xFFFFFFFF)).to_numpy(dtype=object)
     for i in np.flatnonzero(~v4).tolist():
         out[i] = str(ipaddress.IPv6Address((int(hi[i]) << 64) | int(lo[i])))
-    return out
+    return pd.Series(out, dtype=_STR)
 
 
 def mac_text(value: int) -> str:
@@ -154,13 +152,13 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
                                    c["icmp_code"][slots])
     uniq_proto, proto_idx = np.unique(proto, return_inverse=True)
     uniq_names = [proto_name(p) for p in uniq_proto.tolist()]
-    names = np.array(uniq_names, dtype=object)[proto_idx]
-    numbers = np.array([proto_number(n) for n in uniq_names], dtype=np.int64)[proto_idx]
+    names = pd.Categorical.from_codes(proto_idx.ravel(), uniq_names)
+    numbers = np.array([proto_number(n) for n in uniq_names], dtype=np.int64)[proto_idx.ravel()]
     return pd.DataFrame({
         "pkSeqID": seqs, "stime": stime, "ltime": ltime, "flgs": "e", "proto": names,
         "proto_number": numbers, "saddr": addresses(s_hi, s_lo),
         "sport": c["sport"][slots], "daddr": addresses(d_hi, d_lo), "dport": c["dport"][slots],
-        "pkts": pkts, "bytes": sbytes + dbytes, "state": _STATE_NAMES[state_numbers],
+        "pkts": pkts, "bytes": sbytes + dbytes, "state": pd.Categorical.from_codes(state_numbers - 1, STATES),
         "state_number": state_numbers, "seq": seqs, "dur": dur,
         "mean": mean, "stddev": std, "sum": c["seg_sum"][slots],
         "min": np.where(np.isfinite(c["seg_min"][slots]), c["seg_min"][slots], 0.0),

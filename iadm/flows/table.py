@@ -1,9 +1,9 @@
 """Bidirectional flow table with Argus-style records, columnar for speed.
 
-Flows live in preallocated numpy arrays ("slots"); a dict maps each flow
-key to its slot. A batch of decoded packets is grouped by key once
-(np.unique), and every per-flow update is a vectorised scatter, so the
-Python work per batch grows with the number of *new* flows, not packets.
+Flows live in preallocated numpy arrays ("slots"); a vectorised hash index
+(iadm.flows.slotindex) maps flow keys to slots. A batch of decoded packets
+is looked up, its new flows inserted, and every per-flow update done as
+array operations: no Python work per packet or per flow.
 
 Semantics (Argus, as used to build Bot-IoT; choices where it is loose):
 - A flow is the 5-tuple in both directions; its source is the sender of its
@@ -31,10 +31,10 @@ import numpy as np
 
 from iadm.capture.decode import PROTO_ARP, Decoded
 from iadm.flows.records import make_records
+from iadm.flows.slotindex import SlotIndex
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 KEY_WORDS = 5
-KEY_BYTES = KEY_WORDS * 8
 
 _F64 = ("stime", "ltime", "s_first", "s_last", "d_first", "d_last", "seg_first", "seg_last",
         "seg_sum", "seg_sumsq", "seg_min", "seg_max")
@@ -58,9 +58,9 @@ class FlowTable:
         self.col.update({name: np.zeros(c, dtype=np.uint8) for name in _U8})
         self.init_is_a = np.zeros(c, dtype=bool)
         self.active = np.zeros(c, dtype=bool)
-        self.keys = np.zeros(c, dtype=np.dtype((np.void, KEY_BYTES)))
-        self.index: dict[bytes, int] = {}
-        self.free = list(range(c - 1, -1, -1))
+        self.index = SlotIndex(c, KEY_WORDS)
+        self.free = np.arange(c - 1, -1, -1, dtype=np.int64)   # a stack: free[:nfree]
+        self.nfree = c
         self.next_tick: float | None = None
         self.seq = 0
         self.stats = {"flows_created": 0, "flows_expired": 0, "evicted": 0, "records": 0}
@@ -120,40 +120,38 @@ class FlowTable:
         keys[:, 3] = np.where(swap, s_lo, d_lo)
         pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
         keys[:, 4] = (proto.astype(np.uint64) << np.uint64(32)) | (pa << np.uint64(16)) | pb
-        void = keys.view(np.dtype((np.void, KEY_BYTES))).ravel()
-        uniq, first, inverse = np.unique(void, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        blob = uniq.tobytes()
-        get = self.index.get
-        slots = np.fromiter((get(blob[i:i + KEY_BYTES], -1) for i in range(0, len(blob), KEY_BYTES)),
-                            dtype=np.int64, count=len(uniq))
-        new = np.flatnonzero(slots < 0)
-        if len(new):
-            slots[new] = self._allocate(len(new), protect=slots[slots >= 0], out=out)
-            self._open(slots[new], uniq[new], first[new] + lo, swap[first[new]], p)
-        self._update(slots, inverse, ts, swap, p.wirelen[sl], p.tcp_flags[sl])
+        slot = self.index.lookup(keys)
+        missing = np.flatnonzero(slot < 0)
+        if len(missing):
+            if len(missing) > self.nfree:
+                self._evict(len(missing), protect=slot[slot >= 0], out=out)
+            inserted, first = self.index.insert(keys[missing], self._take)
+            slot[missing] = inserted
+            first_local = missing[first]
+            self._open(inserted[first], keys[first_local], first_local + lo, swap[first_local], p)
+        slots, inverse = np.unique(slot, return_inverse=True)
+        self._update(slots, inverse.ravel(), ts, swap, p.wirelen[sl], p.tcp_flags[sl])
 
-    def _allocate(self, count: int, protect: np.ndarray, out: list) -> np.ndarray:
-        if count > len(self.free):
-            # Evict the least recently active flows, never one this batch is updating.
-            want = min(self.capacity, count - len(self.free) + self.capacity // 16)
-            last = np.where(self.active, self.col["ltime"], np.inf)
-            last[protect] = np.inf
-            victims = np.argpartition(last, want - 1)[:want]
-            victims = victims[np.isfinite(last[victims])]
-            out.append(self._emit(victims[self._dirty(victims)]))
-            self.stats["evicted"] += len(victims)
-            self._release(victims)
-            if count > len(self.free):
-                raise RuntimeError(f"flow table of {self.capacity} cannot take {count} new flows in one batch")
-        taken = self.free[-count:]
-        del self.free[-count:]
-        return np.array(taken[::-1], dtype=np.int64)
+    def _take(self, idx) -> np.ndarray:
+        n = len(idx)
+        if n > self.nfree:
+            raise RuntimeError(f"flow table of {self.capacity} has {self.nfree} free slots, needs {n}")
+        self.nfree -= n
+        return self.free[self.nfree:self.nfree + n].copy()
 
-    def _open(self, slots, keys, first_idx, first_swap, p: Decoded) -> None:
+    def _evict(self, count: int, protect: np.ndarray, out: list) -> None:
+        """Make room: the least recently active flows go, never one this batch is updating."""
+        want = min(self.capacity, count - self.nfree + self.capacity // 16)
+        last = np.where(self.active, self.col["ltime"], np.inf)
+        last[protect] = np.inf
+        victims = np.argpartition(last, want - 1)[:want]
+        victims = victims[np.isfinite(last[victims])]
+        out.append(self._emit(victims[self._dirty(victims)]))
+        self.stats["evicted"] += len(victims)
+        self._release(victims)
+
+    def _open(self, slots, kw, first_idx, first_swap, p: Decoded) -> None:
         col = self.col
-        self.keys[slots] = keys
-        kw = keys.view(np.uint64).reshape(-1, KEY_WORDS)
         col["a_hi"][slots], col["a_lo"][slots] = kw[:, 0], kw[:, 1]
         col["b_hi"][slots], col["b_lo"][slots] = kw[:, 2], kw[:, 3]
         self.init_is_a[slots] = ~first_swap
@@ -175,7 +173,6 @@ class FlowTable:
         for name in ("s_last", "d_last", "seg_last"):
             col[name][slots] = -np.inf
         self.active[slots] = True
-        self.index.update(zip((k.tobytes() for k in keys), slots.tolist()))
         self.stats["flows_created"] += len(slots)
 
     def _update(self, slots, inverse, ts, swap, wirelen, flags) -> None:
@@ -250,12 +247,10 @@ class FlowTable:
     def _release(self, slots: np.ndarray) -> None:
         if not len(slots):
             return
-        pop = self.index.pop
-        blob = self.keys[slots].tobytes()
-        for i in range(0, len(blob), KEY_BYTES):
-            pop(blob[i:i + KEY_BYTES], None)
+        self.index.remove(slots)
         self.active[slots] = False
-        self.free.extend(slots.tolist())
+        self.free[self.nfree:self.nfree + len(slots)] = slots
+        self.nfree += len(slots)
 
 
 __all__ = ["FlowTable", "PROTO_ARP"]

@@ -81,7 +81,7 @@ class WindowAggregator:
         fresh = records[_NEEDED].reset_index(drop=True)
         joined = pd.concat([self.carry, fresh], ignore_index=True) if len(self.carry) else fresh
         skip = len(joined) - len(records)
-        codes = {col: pd.factorize(joined[col].to_numpy())[0].astype(np.int64)
+        codes = {col: pd.factorize(joined[col])[0].astype(np.int64)
                  for col in ("saddr", "daddr", "proto", "sport", "dport", "state")}
         ones = np.ones(len(joined))
         out = {}
