@@ -1,0 +1,92 @@
+"""A bounded flood generator for the Mininet topology: SYN or UDP, optionally with forged sources.
+
+Runs inside a Mininet host. Bounded on purpose: a rate (packets/s, at most
+500,000), a duration (at most 120 s), a destination inside the topology's
+subnet only, and never on an interface with a physical device behind it.
+
+    python scripts/traffic/flood.py --iface a1-eth0 --dst 10.0.0.2 --dst-mac 00:00:00:00:00:02 \\
+        --rate 50000 --duration 3 [--udp] [--spoof]
+
+Prints one JSON line: packets sent, seconds, achieved rate.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+TOPOLOGY_NET = ipaddress.IPv4Network("10.0.0.0/24")
+MAX_RATE, MAX_DURATION = 500_000, 120.0
+
+
+def frames(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, dport: int, udp: bool, spoof: bool,
+           count: int = 4096) -> list[bytes]:
+    rng = random.Random(1)
+    out = []
+    for _ in range(count):
+        src = rng.getrandbits(32).to_bytes(4, "big") if spoof else socket.inet_aton(src_ip)
+        sport = rng.randrange(1024, 65535)
+        l4 = (struct.pack("!HHHH", sport, dport, 8 + 32, 0) + b"\0" * 32 if udp
+              else struct.pack("!HHIIBBHHH", sport, dport, rng.getrandbits(32), 0, 0x50, 0x02, 64240, 0, 0))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, 17 if udp else 6, 0, src,
+                         socket.inet_aton(dst_ip))
+        out.append(dst_mac + src_mac + b"\x08\x00" + ip + l4)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iface", required=True)
+    parser.add_argument("--dst", required=True)
+    parser.add_argument("--dst-mac", required=True)
+    parser.add_argument("--dport", type=int, default=80)
+    parser.add_argument("--rate", type=int, required=True, help=f"packets/s, at most {MAX_RATE:,}")
+    parser.add_argument("--duration", type=float, required=True, help=f"seconds, at most {MAX_DURATION:.0f}")
+    parser.add_argument("--udp", action="store_true")
+    parser.add_argument("--spoof", action="store_true", help="forge a random IPv4 source per packet")
+    args = parser.parse_args()
+    if ipaddress.IPv4Address(args.dst) not in TOPOLOGY_NET:
+        parser.error(f"{args.dst} is outside the topology's {TOPOLOGY_NET}: refused")
+    if os.path.exists(f"/sys/class/net/{args.iface}/device"):
+        parser.error(f"{args.iface} is a physical interface: refused")
+    if not 1 <= args.rate <= MAX_RATE or not 0 < args.duration <= MAX_DURATION:
+        parser.error(f"rate 1..{MAX_RATE} and duration 0..{MAX_DURATION:.0f} s")
+    with open(f"/sys/class/net/{args.iface}/address") as fh:
+        src_mac = bytes.fromhex(fh.read().strip().replace(":", ""))
+    own_ip = next((a for a in os.popen(f"ip -4 -o addr show {args.iface}").read().split() if "/" in a), "0.0.0.0/0")
+    batch = frames(src_mac, bytes.fromhex(args.dst_mac.replace(":", "")), own_ip.split("/")[0], args.dst,
+                   args.dport, args.udp, args.spoof)
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((args.iface, 0))
+    send = sock.send
+    burst = max(1, min(256, args.rate // 1000))
+    start = time.monotonic()
+    sent = 0
+    end = start + args.duration
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int((now - start) * args.rate)
+        if sent >= due:
+            time.sleep(min(0.001, (sent + burst - due) / args.rate))
+            continue
+        for i in range(min(burst, due - sent)):
+            try:
+                send(batch[(sent + i) & 4095])
+            except OSError:  # the interface queue is full: count it as not sent
+                pass
+        sent += min(burst, due - sent)
+    elapsed = time.monotonic() - start
+    print(json.dumps({"sent": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
