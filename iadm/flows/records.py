@@ -24,7 +24,7 @@ WINDOW_COLUMNS = [
     "Pkts_P_State_P_Protocol_P_SrcIP",
 ]
 LABEL_COLUMNS = ["attack", "category", "subcategory"]
-EXTRA_COLUMNS = ["smac"]
+EXTRA_COLUMNS = ["smac", "sflags", "dflags"]
 RECORD_COLUMNS = BASE_COLUMNS + WINDOW_COLUMNS
 CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 
@@ -166,5 +166,6 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
         "rate": _rate(pkts, dur),
         "srate": _rate(spkts, dur),   # Bot-IoT: 99.3% of real rows (docs/features.md)
         "drate": _rate(dpkts, c["d_last"][slots] - c["d_first"][slots]),
-        "smac": c["smac"][slots],
+        "smac": c["smac"][slots], "sflags": c["sflags"][slots].astype(np.int64),
+        "dflags": c["dflags"][slots].astype(np.int64),
     })

@@ -1,0 +1,1 @@
+"""Snort-style rules over packets and flow records: parser, engine, generation."""

@@ -1,0 +1,290 @@
+"""The rule engine: a rule set evaluated over batches of flow records (or packets), vectorised.
+
+Each rule becomes a boolean mask over the batch: protocol, address sets
+(CIDR tests on integer addresses, computed once per distinct address),
+port sets, feature predicates and TCP flags; `<>` rules test both
+orientations. Then, in order:
+- thresholds and detection filters, per rule and tracked address, over the
+  records' `ltime` (packets: their timestamps), with state kept across batches;
+- pass rules: a record that matches any pass rule loses its alert and drop matches;
+- the matches of each record, sorted by priority (1 first) then sid.
+Per-rule hit counters count what survives. `reload()` parses the new files
+completely before swapping: a file with errors raises and the old rules stay.
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from iadm.capture.decode import Decoded
+from iadm.flows.records import addresses, proto_name
+from iadm.rules.model import AddressSet, PortSet, Rule
+from iadm.rules.parser import load_rules
+
+_OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal,
+        "!=": np.not_equal}
+_PROTO_FAMILY = {"tcp": ("tcp",), "udp": ("udp",), "icmp": ("icmp", "ipv6-icmp")}
+
+
+@dataclass
+class _Addresses:
+    """A column of addresses as distinct values (codes) with integer IPv4 forms."""
+    codes: np.ndarray          # per row, index into uniques
+    v4: np.ndarray             # uint32 per unique (0 for non-IPv4)
+    is_v4: np.ndarray          # bool per unique
+    uniques: list              # text per unique (for the IPv6 fallback)
+
+    @classmethod
+    def from_text(cls, column) -> "_Addresses":
+        codes, uniques = pd.factorize(pd.Series(column).astype(str))
+        v4 = np.zeros(len(uniques), dtype=np.uint32)
+        is_v4 = np.zeros(len(uniques), dtype=bool)
+        for i, text in enumerate(uniques.tolist()):
+            try:
+                v4[i] = int(ipaddress.IPv4Address(text))
+                is_v4[i] = True
+            except ValueError:
+                pass
+        return cls(codes, v4, is_v4, uniques.tolist())
+
+    def matches(self, spec: AddressSet) -> np.ndarray:
+        if not spec.include and not spec.exclude:
+            return np.ones(len(self.codes), dtype=bool)
+        per_unique = np.ones(len(self.v4), dtype=bool) if not spec.include else self._inside(spec.include)
+        if spec.exclude:
+            per_unique &= ~self._inside(spec.exclude)
+        return per_unique[self.codes]
+
+    def _inside(self, networks) -> np.ndarray:
+        hit = np.zeros(len(self.v4), dtype=bool)
+        for net in networks:
+            if net.version == 4:
+                mask = np.uint32((0xFFFFFFFF << (32 - net.prefixlen)) & 0xFFFFFFFF)
+                hit |= self.is_v4 & ((self.v4 & mask) == np.uint32(int(net.network_address)))
+            else:
+                for i in np.flatnonzero(~self.is_v4):
+                    try:
+                        hit[i] |= ipaddress.ip_address(self.uniques[i]) in net
+                    except ValueError:
+                        pass
+        return hit
+
+
+def _ports(column) -> np.ndarray:
+    """Ports as integers; hex strings (Bot-IoT's ARP/ICMP rows) and blanks become -1, matching no port."""
+    return pd.to_numeric(pd.Series(column), errors="coerce").fillna(-1).to_numpy(np.int64)
+
+
+def _port_match(ports: np.ndarray, spec: PortSet) -> np.ndarray:
+    def inside(ranges):
+        hit = np.zeros(len(ports), dtype=bool)
+        for lo, hi in ranges:
+            hit |= (ports >= lo) & (ports <= hi)
+        return hit
+    ok = inside(spec.include) if spec.include else np.ones(len(ports), dtype=bool)
+    if spec.exclude:
+        ok &= ~inside(spec.exclude) | (ports < 0)
+    return ok
+
+
+class _Batch:
+    """The columns a rule set reads, from records or from decoded packets."""
+
+    def __init__(self, proto, saddr: _Addresses, daddr: _Addresses, sport, dport, times, flags, features):
+        self.proto = np.asarray(proto, dtype=object)
+        self.saddr, self.daddr = saddr, daddr
+        self.sport, self.dport = sport, dport
+        self.times = times
+        self.flags = flags          # TCP flags of the source side, or None
+        self.features = features    # the DataFrame for predicates, or None for packets
+        self.n = len(sport)
+
+    @classmethod
+    def from_records(cls, frame: pd.DataFrame) -> "_Batch":
+        flags = frame["sflags"].to_numpy(np.int64) if "sflags" in frame else None
+        times = frame["ltime"].to_numpy(np.float64) if "ltime" in frame else np.zeros(len(frame))
+        return cls(frame["proto"].astype(str).to_numpy(), _Addresses.from_text(frame["saddr"]),
+                   _Addresses.from_text(frame["daddr"]), _ports(frame["sport"]), _ports(frame["dport"]),
+                   times, flags, frame)
+
+    @classmethod
+    def from_packets(cls, packets: Decoded) -> "_Batch":
+        names = np.array([proto_name(int(p)) for p in packets.proto], dtype=object)
+        return cls(names, _Addresses.from_text(addresses(packets.src_hi, packets.src_lo)),
+                   _Addresses.from_text(addresses(packets.dst_hi, packets.dst_lo)),
+                   packets.sport.astype(np.int64), packets.dport.astype(np.int64), packets.ts,
+                   packets.tcp_flags.astype(np.int64), None)
+
+
+class RuleSet:
+    """Rules in evaluation order (priority, then sid), ready to run."""
+
+    def __init__(self, rules: list[Rule], sources: tuple = ()):
+        self.rules = sorted(rules, key=lambda r: (r.priority, r.sid or 1 << 62, r.line))
+        self.sources = sources
+        self.hits = np.zeros(len(self.rules), dtype=np.int64)
+        self._threshold_state = [dict() for _ in self.rules]
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _flags_match(flags, spec) -> np.ndarray:
+    mode, bits = spec
+    if mode == "exact":
+        return (flags & 0xFF) == bits
+    if mode == "all":
+        return (flags & bits) == bits
+    return (flags & bits) != 0
+
+
+def _rule_mask(rule: Rule, b: _Batch) -> np.ndarray:
+    if rule.proto == "ip":
+        mask = np.ones(b.n, dtype=bool)
+    else:
+        mask = np.isin(b.proto, _PROTO_FAMILY[rule.proto])
+    if not mask.any():
+        return mask
+    forward = b.saddr.matches(rule.src) & _port_match(b.sport, rule.sport) & \
+        b.daddr.matches(rule.dst) & _port_match(b.dport, rule.dport)
+    if rule.direction == "<>":
+        forward |= b.daddr.matches(rule.src) & _port_match(b.dport, rule.sport) & \
+            b.saddr.matches(rule.dst) & _port_match(b.sport, rule.dport)
+    mask &= forward
+    if rule.flags is not None:
+        if b.flags is None:
+            return np.zeros(b.n, dtype=bool)  # records without TCP flags cannot satisfy a flags option
+        mask &= _flags_match(b.flags, rule.flags)
+    for pred in rule.predicates:
+        if b.features is None or pred.feature not in b.features:
+            return np.zeros(b.n, dtype=bool)
+        values = pd.to_numeric(b.features[pred.feature], errors="coerce").to_numpy(np.float64)
+        mask &= _OPS[pred.op](values, pred.value)
+    return mask
+
+
+def _apply_threshold(rule: Rule, rows: np.ndarray, b: _Batch, state: dict) -> np.ndarray:
+    """Which of a rule's matching rows survive its threshold (Snort semantics), in time order."""
+    t = rule.threshold
+    track = b.saddr if t.track == "by_src" else b.daddr
+    keep = []
+    for row in rows[np.argsort(b.times[rows], kind="stable")].tolist():
+        key = track.uniques[track.codes[row]]
+        now = b.times[row]
+        start, count, fired = state.get(key, (now, 0, False))
+        if now - start >= t.seconds:
+            start, count, fired = now, 0, False
+        count += 1
+        if t.kind == "limit":
+            ok = count <= t.count
+        elif t.kind == "threshold":
+            ok = count % t.count == 0
+        elif t.kind == "both":
+            ok = count >= t.count and not fired
+            fired = fired or ok
+        else:  # detection_filter: only once the rate is above count per seconds
+            ok = count > t.count
+        state[key] = (start, count, fired)
+        if ok:
+            keep.append(row)
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+@dataclass
+class Matches:
+    """The rules each row matched, best first (priority, then sid)."""
+    rows: np.ndarray      # row index of each (row, rule) pair, sorted by row then rule order
+    rules: np.ndarray     # index into ruleset.rules
+    ruleset: RuleSet
+    n: int
+
+    def for_row(self, row: int) -> list[Rule]:
+        lo, hi = np.searchsorted(self.rows, [row, row + 1])
+        return [self.ruleset.rules[i] for i in self.rules[lo:hi]]
+
+    def best(self) -> np.ndarray:
+        """Per row, the index of its best matching rule, or -1."""
+        out = np.full(self.n, -1, dtype=np.int64)
+        if len(self.rows):
+            first = np.concatenate(([True], self.rows[1:] != self.rows[:-1]))
+            out[self.rows[first]] = self.rules[first]
+        return out
+
+    def labels(self) -> pd.DataFrame:
+        """Per row, from its best rule: attack (0/1), category, subcategory, sid, msg, action.
+
+        A row is an attack when its best rule alerts or drops with an attack
+        classtype; a best `pass` rule, a `policy` classtype or no match is Normal.
+        """
+        best = self.best().tolist()
+        rules = self.ruleset.rules
+        rows = []
+        for i in best:
+            rule = rules[i] if i >= 0 else None
+            attack = rule is not None and rule.action != "pass" and rule.category not in (None, "Normal")
+            rows.append((int(attack), rule.category if attack else "Normal",
+                         (rule.subcategory or rule.category) if attack else "Normal",
+                         rule.sid if rule else 0, rule.msg if rule else "", rule.action if rule else ""))
+        return pd.DataFrame(rows, columns=["attack", "category", "subcategory", "sid", "msg", "action"])
+
+
+class RuleEngine:
+    def __init__(self, rules: list[Rule] | None = None, sources: tuple = ()):
+        self._lock = threading.Lock()
+        self.ruleset = RuleSet(rules or [], sources)
+
+    @classmethod
+    def from_files(cls, paths: list[str], variables: str | None = None) -> "RuleEngine":
+        return cls(load_rules(paths, variables), (tuple(paths), variables))
+
+    def reload(self, paths: list[str] | None = None, variables: str | None = None) -> RuleSet:
+        """Parse the files completely, then swap; on any error raise and keep the running rules."""
+        paths = paths or list(self.ruleset.sources[0])
+        variables = variables if variables is not None else (self.ruleset.sources[1] if self.ruleset.sources
+                                                              else None)
+        fresh = RuleSet(load_rules(paths, variables), (tuple(paths), variables))
+        with self._lock:
+            self.ruleset = fresh
+        return fresh
+
+    def evaluate(self, records: pd.DataFrame) -> Matches:
+        return self._run(_Batch.from_records(records))
+
+    def evaluate_packets(self, packets: Decoded) -> Matches:
+        """Header and flags rules over single packets (rules with feature predicates are skipped)."""
+        return self._run(_Batch.from_packets(packets), packet_level=True)
+
+    def _run(self, b: _Batch, packet_level: bool = False) -> Matches:
+        ruleset = self.ruleset  # one consistent rule set for the whole batch, even during a reload
+        rows_out, rules_out = [], []
+        passed = np.zeros(b.n, dtype=bool)
+        per_rule = []
+        for i, rule in enumerate(ruleset.rules):
+            if packet_level and not rule.packet_level:
+                continue
+            rows = np.flatnonzero(_rule_mask(rule, b))
+            if rule.threshold is not None and len(rows):
+                rows = _apply_threshold(rule, rows, b, ruleset._threshold_state[i])
+            if rule.action == "pass":
+                passed[rows] = True
+            per_rule.append((i, rule, rows))
+        for i, rule, rows in per_rule:
+            if rule.action != "pass":
+                rows = rows[~passed[rows]]
+            if len(rows):
+                ruleset.hits[i] += len(rows)
+                rows_out.append(rows)
+                rules_out.append(np.full(len(rows), i, dtype=np.int64))
+        if not rows_out:
+            return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64), ruleset, b.n)
+        rows = np.concatenate(rows_out)
+        rules = np.concatenate(rules_out)
+        order = np.lexsort((rules, rows))
+        return Matches(rows[order], rules[order], ruleset, b.n)
+
+    def hit_counts(self) -> dict:
+        return {(r.sid, r.msg): int(h) for r, h in zip(self.ruleset.rules, self.ruleset.hits)}
