@@ -71,6 +71,29 @@ def cmd_monitor(args) -> int:
     return 0
 
 
+def cmd_rules_check(args) -> int:
+    from collections import Counter
+
+    from iadm.rules.parser import RuleErrors, load_rules
+    try:
+        rules = load_rules(args.files, args.vars)
+    except RuleErrors as errs:
+        for err in errs.errors:
+            print(f"{err}", file=sys.stderr)
+        print(f"{len(errs.errors)} error(s); nothing loaded", file=sys.stderr)
+        return 1
+    print(f"{len(rules)} rules loaded from {', '.join(args.files)}")
+    for name, counts in (("action", Counter(r.action for r in rules)), ("protocol", Counter(r.proto for r in rules)),
+                         ("classtype", Counter(r.classtype or "-" for r in rules))):
+        print(f"  by {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"  with feature predicates: {sum(1 for r in rules if r.predicates)}, with thresholds: "
+          f"{sum(1 for r in rules if r.threshold)}, packet-level: {sum(1 for r in rules if r.packet_level)}")
+    for rule in rules:
+        if not rule.sid:
+            print(f"  warning: {rule.path}:{rule.line}: no sid; alerts will carry signature_id 0", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iadm", description="Intrusion detection and prevention for IoT gateways")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-every", type=float, default=1.0, help="seconds between status lines (1)")
     flow_args(p)
     p.set_defaults(func=cmd_monitor)
+
+    rules = sub.add_parser("rules", help="rule files: check them").add_subparsers(dest="rules_command",
+                                                                                 required=True)
+    p = rules.add_parser("check", help="parse rule files; report every error with file, line and column")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--vars", default=None, help="variables file (ipvar/portvar), e.g. rules/variables.conf")
+    p.set_defaults(func=cmd_rules_check)
 
     p = sub.add_parser("verdict", help="send a verdict to the controller: block, alert or unblock")
     p.add_argument("action", choices=("block", "alert", "unblock"))

@@ -85,9 +85,11 @@ def _port_match(ports: np.ndarray, spec: PortSet) -> np.ndarray:
         for lo, hi in ranges:
             hit |= (ports >= lo) & (ports <= hi)
         return hit
-    ok = inside(spec.include) if spec.include else np.ones(len(ports), dtype=bool)
+    if not spec.include and not spec.exclude:
+        return np.ones(len(ports), dtype=bool)       # any: even ports we could not read
+    ok = inside(spec.include) if spec.include else ports >= 0
     if spec.exclude:
-        ok &= ~inside(spec.exclude) | (ports < 0)
+        ok &= ~inside(spec.exclude)
     return ok
 
 

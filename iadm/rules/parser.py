@@ -290,6 +290,8 @@ def parse_rule(text: str, path: str = "<rule>", line: int = 1, variables: Variab
                 raise s.error(f"unknown option {name!r}; known: {', '.join(sorted(_KNOWN_OPTIONS))}", name, start)
             if name in seen and name not in ("reference", "metadata"):
                 raise s.error(f"option {name} given twice", name, start)
+            if name in ("threshold", "detection_filter") and options.get("threshold") is not None:
+                raise s.error("a rule takes one threshold or detection_filter", name, start)
             seen.add(name)
             s.pos += 1
             value, vpos = s.value()
@@ -339,26 +341,32 @@ def _option(s: _Scanner, options: dict, name: str, value: str, pos: int) -> None
         bits = sum(TCP_FLAG_BITS.get(ch, 0) for ch in match.group(1))
         options["flags"] = ({"": "exact", "+": "all", "*": "any"}[match.group(2)], bits)
     elif name in ("threshold", "detection_filter"):
-        fields = {}
+        usage = f"{name} expects `{'type limit|threshold|both, ' if name == 'threshold' else ''}" \
+                f"track by_src|by_dst, count N, seconds S`"
+        fields = {}   # key -> (value, column of the value)
+        offset = 0
         for part in value.split(","):
+            lead = len(part) - len(part.lstrip())
             key, _, val = part.strip().partition(" ")
-            if key in fields or not val.strip():
-                raise s.error(f"{name} expects `type T, track by_src|by_dst, count N, seconds S`", value, pos)
-            fields[key] = val.strip()
+            val_at = pos + offset + lead + len(key) + (len(val) - len(val.lstrip())) + 1
+            if not key or not val.strip() or key in fields:
+                raise s.error(usage, part.strip() or value, pos + offset + lead)
+            fields[key] = (val.strip(), val_at)
+            offset += len(part) + 1
         wanted = {"track", "count", "seconds"} | ({"type"} if name == "threshold" else set())
         if set(fields) != wanted:
             raise s.error(f"{name} needs exactly: {', '.join(sorted(wanted))}", value, pos)
-        kind = fields.get("type", "detection_filter")
+        kind, kind_at = fields.get("type", ("detection_filter", pos))
         if kind not in ("limit", "threshold", "both", "detection_filter"):
-            raise s.error("threshold type must be limit, threshold or both", fields["type"], pos)
-        if fields["track"] not in ("by_src", "by_dst"):
-            raise s.error("track must be by_src or by_dst", fields["track"], pos)
-        count = _int(s, fields["count"], pos, "count", 1)
-        if not _NUMBER.fullmatch(fields["seconds"]) or float(fields["seconds"]) <= 0:
-            raise s.error("seconds must be a positive number", fields["seconds"], pos)
-        if options.get("threshold") is not None:
-            raise s.error("a rule takes one threshold or detection_filter", name, pos)
-        options["threshold"] = Threshold(kind, fields["track"], count, float(fields["seconds"]))
+            raise s.error("threshold type must be limit, threshold or both", kind, kind_at)
+        track, track_at = fields["track"]
+        if track not in ("by_src", "by_dst"):
+            raise s.error("track must be by_src or by_dst", track, track_at)
+        count = _int(s, *fields["count"], "count", 1)
+        seconds, seconds_at = fields["seconds"]
+        if not _NUMBER.fullmatch(seconds) or float(seconds) <= 0:
+            raise s.error("seconds must be a positive number", seconds, seconds_at)
+        options["threshold"] = Threshold(kind, track, count, float(seconds))
 
 
 def parse_rules(text: str, path: str = "<rules>", variables: Variables | None = None) -> list[Rule]:
