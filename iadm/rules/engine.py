@@ -14,6 +14,7 @@ completely before swapping: a file with errors raises and the old rules stay.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -40,16 +41,18 @@ class _Addresses:
 
     @classmethod
     def from_text(cls, column) -> "_Addresses":
-        codes, uniques = pd.factorize(pd.Series(column).astype(str))
-        v4 = np.zeros(len(uniques), dtype=np.uint32)
-        is_v4 = np.zeros(len(uniques), dtype=bool)
-        for i, text in enumerate(uniques.tolist()):
+        codes, uniques = pd.factorize(pd.Series(column), use_na_sentinel=False)
+        texts = [str(u) for u in uniques.tolist()]
+        v4 = np.zeros(len(texts), dtype=np.uint32)
+        is_v4 = np.zeros(len(texts), dtype=bool)
+        pton, af = socket.inet_pton, socket.AF_INET
+        for i, text in enumerate(texts):
             try:
-                v4[i] = int(ipaddress.IPv4Address(text))
+                v4[i] = int.from_bytes(pton(af, text), "big")   # strict dotted quad
                 is_v4[i] = True
-            except ValueError:
+            except OSError:
                 pass
-        return cls(codes, v4, is_v4, uniques.tolist())
+        return cls(np.asarray(codes), v4, is_v4, texts)
 
     def matches(self, spec: AddressSet) -> np.ndarray:
         if not spec.include and not spec.exclude:
@@ -94,22 +97,53 @@ def _port_match(ports: np.ndarray, spec: PortSet) -> np.ndarray:
 
 
 class _Batch:
-    """The columns a rule set reads, from records or from decoded packets."""
+    """The columns a rule set reads, from records or from decoded packets, with per-batch caches:
+    many rules share a protocol, an address set, a port set or a feature column."""
 
     def __init__(self, proto, saddr: _Addresses, daddr: _Addresses, sport, dport, times, flags, features):
-        self.proto = np.asarray(proto, dtype=object)
+        self.proto_codes, self.proto_names = pd.factorize(pd.Series(proto).astype(str))
         self.saddr, self.daddr = saddr, daddr
         self.sport, self.dport = sport, dport
         self.times = times
         self.flags = flags          # TCP flags of the source side, or None
         self.features = features    # the DataFrame for predicates, or None for packets
         self.n = len(sport)
+        self._cache = {}
+
+    def cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def proto_mask(self, proto: str) -> np.ndarray | None:
+        if proto == "ip":
+            return None
+        wanted = [i for i, name in enumerate(self.proto_names) if name in _PROTO_FAMILY[proto]]
+        return self.cached(("proto", proto), lambda: np.isin(self.proto_codes, wanted))
+
+    def address_mask(self, side: str, spec: AddressSet) -> np.ndarray | None:
+        if not spec.include and not spec.exclude:
+            return None
+        column = self.saddr if side == "src" else self.daddr
+        return self.cached(("addr", side, spec), lambda: column.matches(spec))
+
+    def port_mask(self, side: str, spec: PortSet) -> np.ndarray | None:
+        if not spec.include and not spec.exclude:
+            return None
+        column = self.sport if side == "src" else self.dport
+        return self.cached(("port", side, spec), lambda: _port_match(column, spec))
+
+    def feature(self, name: str) -> np.ndarray | None:
+        if self.features is None or name not in self.features:
+            return None
+        return self.cached(("feature", name), lambda: pd.to_numeric(self.features[name], errors="coerce")
+                           .to_numpy(np.float64))
 
     @classmethod
     def from_records(cls, frame: pd.DataFrame) -> "_Batch":
         flags = frame["sflags"].to_numpy(np.int64) if "sflags" in frame else None
         times = frame["ltime"].to_numpy(np.float64) if "ltime" in frame else np.zeros(len(frame))
-        return cls(frame["proto"].astype(str).to_numpy(), _Addresses.from_text(frame["saddr"]),
+        return cls(frame["proto"].to_numpy(), _Addresses.from_text(frame["saddr"]),
                    _Addresses.from_text(frame["daddr"]), _ports(frame["sport"]), _ports(frame["dport"]),
                    times, flags, frame)
 
@@ -120,6 +154,18 @@ class _Batch:
                    _Addresses.from_text(addresses(packets.dst_hi, packets.dst_lo)),
                    packets.sport.astype(np.int64), packets.dport.astype(np.int64), packets.ts,
                    packets.tcp_flags.astype(np.int64), None)
+
+
+def _and(*masks):
+    """AND of the masks that are not None (None: no constraint); None if all are.
+
+    May return one of its arguments (a cached mask): masks are never written after they are built.
+    """
+    out = None
+    for m in masks:
+        if m is not None:
+            out = m if out is None else (out & m)
+    return out
 
 
 class RuleSet:
@@ -145,28 +191,27 @@ def _flags_match(flags, spec) -> np.ndarray:
 
 
 def _rule_mask(rule: Rule, b: _Batch) -> np.ndarray:
-    if rule.proto == "ip":
-        mask = np.ones(b.n, dtype=bool)
-    else:
-        mask = np.isin(b.proto, _PROTO_FAMILY[rule.proto])
-    if not mask.any():
+    everything = np.ones(b.n, dtype=bool)
+    mask = b.proto_mask(rule.proto)
+    if mask is not None and not mask.any():
         return mask
-    forward = b.saddr.matches(rule.src) & _port_match(b.sport, rule.sport) & \
-        b.daddr.matches(rule.dst) & _port_match(b.dport, rule.dport)
-    if rule.direction == "<>":
-        forward |= b.daddr.matches(rule.src) & _port_match(b.dport, rule.sport) & \
-            b.saddr.matches(rule.dst) & _port_match(b.sport, rule.dport)
-    mask &= forward
+    forward = _and(b.address_mask("src", rule.src), b.port_mask("src", rule.sport),
+                   b.address_mask("dst", rule.dst), b.port_mask("dst", rule.dport))
+    if rule.direction == "<>" and forward is not None:
+        backward = _and(b.address_mask("dst", rule.src), b.port_mask("dst", rule.sport),
+                        b.address_mask("src", rule.dst), b.port_mask("src", rule.dport))
+        forward = forward | (everything if backward is None else backward)
+    mask = _and(mask, forward)
     if rule.flags is not None:
         if b.flags is None:
             return np.zeros(b.n, dtype=bool)  # records without TCP flags cannot satisfy a flags option
-        mask &= _flags_match(b.flags, rule.flags)
+        mask = _and(mask, b.cached(("flags", rule.flags), lambda: _flags_match(b.flags, rule.flags)))
     for pred in rule.predicates:
-        if b.features is None or pred.feature not in b.features:
+        values = b.feature(pred.feature)
+        if values is None:
             return np.zeros(b.n, dtype=bool)
-        values = pd.to_numeric(b.features[pred.feature], errors="coerce").to_numpy(np.float64)
-        mask &= _OPS[pred.op](values, pred.value)
-    return mask
+        mask = _and(mask, _OPS[pred.op](values, pred.value))
+    return everything if mask is None else mask
 
 
 def _apply_threshold(rule: Rule, rows: np.ndarray, b: _Batch, state: dict) -> np.ndarray:
@@ -198,22 +243,37 @@ def _apply_threshold(rule: Rule, rows: np.ndarray, b: _Batch, state: dict) -> np
 
 @dataclass
 class Matches:
-    """The rules each row matched, best first (priority, then sid)."""
-    rows: np.ndarray      # row index of each (row, rule) pair, sorted by row then rule order
-    rules: np.ndarray     # index into ruleset.rules
+    """The rules each row matched, best first (priority, then sid).
+
+    Kept per rule, in rule order: sorted row indices, or a boolean mask when
+    the rule matched more than an eighth of the batch (fewer bytes then). A
+    batch where broad rules match most records holds millions of (row, rule)
+    pairs, and nothing needs them sorted by row.
+    """
+    per_rule: list        # [(index into ruleset.rules, rows or mask)], in rule order
     ruleset: RuleSet
     n: int
 
     def for_row(self, row: int) -> list[Rule]:
-        lo, hi = np.searchsorted(self.rows, [row, row + 1])
-        return [self.ruleset.rules[i] for i in self.rules[lo:hi]]
+        out = []
+        for i, hit in self.per_rule:
+            if hit.dtype == bool:
+                found = bool(hit[row])
+            else:
+                pos = np.searchsorted(hit, row)
+                found = pos < len(hit) and hit[pos] == row
+            if found:
+                out.append(self.ruleset.rules[i])
+        return out
 
     def best(self) -> np.ndarray:
         """Per row, the index of its best matching rule, or -1."""
         out = np.full(self.n, -1, dtype=np.int64)
-        if len(self.rows):
-            first = np.concatenate(([True], self.rows[1:] != self.rows[:-1]))
-            out[self.rows[first]] = self.rules[first]
+        for i, hit in self.per_rule:
+            if hit.dtype == bool:
+                out[hit & (out < 0)] = i
+            else:
+                out[hit[out[hit] < 0]] = i
         return out
 
     def labels(self) -> pd.DataFrame:
@@ -262,31 +322,31 @@ class RuleEngine:
 
     def _run(self, b: _Batch, packet_level: bool = False) -> Matches:
         ruleset = self.ruleset  # one consistent rule set for the whole batch, even during a reload
-        rows_out, rules_out = [], []
         passed = np.zeros(b.n, dtype=bool)
-        per_rule = []
-        for i, rule in enumerate(ruleset.rules):
+        order = [i for i, r in enumerate(ruleset.rules) if r.action == "pass"] + \
+                [i for i, r in enumerate(ruleset.rules) if r.action != "pass"]
+        kept = {}
+        for i in order:   # pass rules first: what they match, no alert or drop rule may claim
+            rule = ruleset.rules[i]
             if packet_level and not rule.packet_level:
                 continue
-            rows = np.flatnonzero(_rule_mask(rule, b))
-            if rule.threshold is not None and len(rows):
-                rows = _apply_threshold(rule, rows, b, ruleset._threshold_state[i])
+            mask = _rule_mask(rule, b)
+            if rule.action != "pass" and passed.any():
+                mask = mask & ~passed
+            if rule.threshold is not None:
+                rows = np.flatnonzero(mask)
+                if len(rows):
+                    rows = _apply_threshold(rule, rows, b, ruleset._threshold_state[i])
+                hit, count = rows, len(rows)
+            else:
+                count = int(np.count_nonzero(mask))
+                hit = mask if count > b.n // 8 else np.flatnonzero(mask)
             if rule.action == "pass":
-                passed[rows] = True
-            per_rule.append((i, rule, rows))
-        for i, rule, rows in per_rule:
-            if rule.action != "pass":
-                rows = rows[~passed[rows]]
-            if len(rows):
-                ruleset.hits[i] += len(rows)
-                rows_out.append(rows)
-                rules_out.append(np.full(len(rows), i, dtype=np.int64))
-        if not rows_out:
-            return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64), ruleset, b.n)
-        rows = np.concatenate(rows_out)
-        rules = np.concatenate(rules_out)
-        order = np.lexsort((rules, rows))
-        return Matches(rows[order], rules[order], ruleset, b.n)
+                passed[hit] = True
+            if count:
+                ruleset.hits[i] += count
+                kept[i] = hit
+        return Matches([(i, kept[i]) for i in sorted(kept)], ruleset, b.n)
 
     def hit_counts(self) -> dict:
         return {(r.sid, r.msg): int(h) for r, h in zip(self.ruleset.rules, self.ruleset.hits)}
