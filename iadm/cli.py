@@ -52,11 +52,24 @@ def _flow_options(args) -> dict:
     return {"status_interval": args.status_interval, "idle_timeout": args.idle_timeout, "max_flows": args.max_flows}
 
 
+def _labeller(args, watch=False):
+    if not args.rules:
+        return None
+    from iadm.monitor import RuleLabeller
+    from iadm.rules.parser import RuleErrors
+    try:
+        return RuleLabeller(args.rules, args.vars, watch=watch)
+    except RuleErrors as errs:
+        raise ValueError(f"rules not loaded:\n{errs}") from None
+
+
 def cmd_features(args) -> int:
     from iadm.monitor import convert
-    stats = convert(args.pcap, args.output, **_flow_options(args))
+    stats = convert(args.pcap, args.output, labeller=_labeller(args), **_flow_options(args))
     print(f"{args.pcap}: {stats['packets']:,} packets, {stats['decoded']:,} decoded, "
           f"{stats['records_written']:,} records -> {args.output}", file=sys.stderr)
+    if args.rules:
+        print(f"  labelled by rules: {stats['rule_attacks']:,} attack records", file=sys.stderr)
     skipped = {k: stats[k] for k in ("truncated", "bad_header", "fragments", "other_ethertype", "unsupported")
                if stats[k]}
     if skipped:
@@ -67,7 +80,7 @@ def cmd_features(args) -> int:
 def cmd_monitor(args) -> int:
     from iadm.monitor import watch
     watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
-          status_every=args.status_every, **_flow_options(args))
+          status_every=args.status_every, labeller=_labeller(args, watch=True), **_flow_options(args))
     return 0
 
 
@@ -131,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--status-interval", type=float, default=5.0, help="seconds between flow records (5)")
         p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a quiet flow closes (30)")
         p.add_argument("--max-flows", type=int, default=1 << 18, help="flow table size; oldest evicted (262144)")
+        p.add_argument("--rules", action="append", help="label records with these rule files (repeatable)")
+        p.add_argument("--vars", help="variables file for the rules (rules/variables.conf)")
 
     p = sub.add_parser("features", help="turn a pcap/pcapng file into Bot-IoT flow records (.csv or .parquet)")
     p.add_argument("pcap")

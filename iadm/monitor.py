@@ -12,7 +12,32 @@ from iadm.flows.pipeline import FeaturePipeline
 from iadm.progress import ProgressBar
 
 
-def convert(pcap: str, out: str, **options) -> dict:
+class RuleLabeller:
+    """Fills the label columns of record frames from the rule engine (the rule-based half of IADM)."""
+
+    def __init__(self, rule_files: list[str], variables: str | None, watch: bool = False):
+        from iadm.rules.engine import RuleEngine
+        from iadm.rules.watch import RuleWatcher
+        self.engine = RuleEngine.from_files(rule_files, variables)
+        self.watcher = RuleWatcher(self.engine) if watch else None
+        if self.watcher:
+            self.watcher.install_signal()
+        self.attacks = 0
+
+    def __call__(self, frame):
+        if self.watcher:
+            self.watcher.poll()
+        labels = self.engine.evaluate(frame.reset_index(drop=True)).labels()
+        self.attacks += int(labels["attack"].sum())
+        return frame.assign(attack=labels["attack"].to_numpy(), category=labels["category"].to_numpy(),
+                            subcategory=labels["subcategory"].to_numpy(), rule_sid=labels["sid"].to_numpy())
+
+
+def _labelled(frame, labeller):
+    return labeller(frame) if labeller is not None and len(frame) else frame
+
+
+def convert(pcap: str, out: str, labeller: RuleLabeller | None = None, **options) -> dict:
     """`iadm features`: a capture file to a records file. A damaged capture still
     yields every record before the damage; the error is re-raised after they are written."""
     pipe = FeaturePipeline(**options)
@@ -22,29 +47,31 @@ def convert(pcap: str, out: str, **options) -> dict:
     try:
         for batch in read_pcap(pcap, progress=lambda done: bar.update(done)):
             for frame in pipe.push(batch):
-                writer.write(frame)
+                writer.write(_labelled(frame, labeller))
             bar.update(packets=pipe.counters["packets"])
     except CaptureError as exc:
         error = exc
     for frame in pipe.finish():
-        writer.write(frame)
+        writer.write(_labelled(frame, labeller))
     writer.close()
     bar.close()
-    stats = pipe.stats() | {"records_written": writer.rows}
+    stats = pipe.stats() | {"records_written": writer.rows, "rule_attacks": labeller.attacks if labeller else 0}
     if error:
         raise CaptureError(f"{error} ({writer.rows} records written to {out} before it)")
     return stats
 
 
 def status_line(stats: dict, elapsed: float, records_per_s: float) -> str:
+    attacks = f" attacks {stats['rule_attacks']:,}" if "rule_attacks" in stats else ""
     skipped = sum(stats[k] for k in ("truncated", "bad_header", "other_ethertype", "unsupported"))
     return (f"[{time.strftime('%H:%M:%S')}] packets {stats['packets']:,} decoded {stats['decoded']:,} "
             f"skipped {skipped:,} flows {stats['flows_active']:,} evicted {stats['evicted']:,} "
-            f"kernel-drops {stats.get('kernel_drops', 0):,} records {stats['records']:,} ({records_per_s:,.0f}/s)")
+            f"kernel-drops {stats.get('kernel_drops', 0):,} records {stats['records']:,} ({records_per_s:,.0f}/s)"
+            f"{attacks}")
 
 
 def watch(source, records_path: str | None = None, duration: float | None = None, status_every: float = 1.0,
-          stream=sys.stderr, **options) -> dict:
+          stream=sys.stderr, labeller: RuleLabeller | None = None, **options) -> dict:
     """`iadm monitor`: live (an interface name) or replayed (a capture file), with a status line."""
     pipe = FeaturePipeline(**options)
     writer = RecordWriter(records_path) if records_path else None
@@ -57,14 +84,16 @@ def watch(source, records_path: str | None = None, duration: float | None = None
         batches = _live_batches(live, start, duration)
     else:
         batches = read_pcap(source["pcap"])
+    extra = (lambda: {"rule_attacks": labeller.attacks}) if labeller else dict
     try:
         for batch in batches:
             for frame in pipe.push(batch):
+                frame = _labelled(frame, labeller)
                 if writer:
                     writer.write(frame)
             now = time.monotonic()
             if now - last_status >= status_every:
-                stats = pipe.stats() | (live.stats() if live else {})
+                stats = pipe.stats() | (live.stats() if live else {}) | extra()
                 rate = (stats["records"] - last_records) / (now - last_status)
                 print(status_line(stats, now - start, rate), file=stream, flush=True)
                 last_status, last_records = now, stats["records"]
@@ -74,11 +103,12 @@ def watch(source, records_path: str | None = None, duration: float | None = None
         pass
     finally:
         for frame in pipe.finish():
+            frame = _labelled(frame, labeller)
             if writer:
                 writer.write(frame)
         if writer:
             writer.close()
-        stats = pipe.stats() | (live.stats() if live else {})
+        stats = pipe.stats() | (live.stats() if live else {}) | extra()
         if live:
             live.close()
         print(status_line(stats, time.monotonic() - start, 0.0), file=stream, flush=True)

@@ -192,3 +192,34 @@ def test_shipped_rules_stay_quiet_on_benign_iot_traffic(tmp_path):
     labels = RuleEngine.from_files(["rules/iot.rules"], "rules/variables.conf").evaluate(records).labels()
     fired = labels[labels.attack == 1]
     assert fired.empty, fired.join(records[["saddr", "daddr", "dport", "state"]]).to_string()
+
+
+def test_watcher_reloads_on_change_and_on_sighup_and_refuses_broken_files(tmp_path, caplog):
+    import os
+    import signal
+
+    from iadm.rules.watch import RuleWatcher
+    path = tmp_path / "site.rules"
+    path.write_text("alert udp any any -> any 53 (msg:\"v1\"; classtype:dos; sid:1;)\n")
+    engine = RuleEngine.from_files([str(path)])
+    watcher = RuleWatcher(engine)
+    frame = table(("udp", "10.0.0.1", 5, "10.0.0.2", 53, 0, 0))
+    assert watcher.poll() is None                       # nothing changed
+    path.write_text("alert udp any any -> any 53 (msg:\"v2 longer\"; classtype:dos; sid:1;)\n")
+    assert watcher.poll() is True
+    assert engine.evaluate(frame).labels().msg.tolist() == ["v2 longer"]
+    path.write_text("alert udp any any -> any 53 (msg:\"v3 is broken\"; classtype:dos; sid:1;\n")
+    assert watcher.poll() is False
+    assert "site.rules:1:" in caplog.text and "still running the 1 rules" in caplog.text
+    assert engine.evaluate(frame).labels().msg.tolist() == ["v2 longer"]
+    assert watcher.poll() is None                       # a broken file is not retried until it changes
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        watcher.install_signal()
+        path.write_text("alert udp any any -> any 53 (msg:\"v4\"; classtype:dos; sid:1;)\n")
+        watcher.stamps = watcher._stamps()              # as if the change went unnoticed: only the signal tells
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert watcher.poll() is True
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert engine.evaluate(frame).labels().msg.tolist() == ["v4"]
