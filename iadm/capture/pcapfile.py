@@ -63,11 +63,9 @@ def _read_classic(path, fh, head, chunk):
     caplen_at = struct.Struct(order + "I").unpack_from
     header = np.dtype([("sec", order + "u4"), ("frac", order + "u4"), ("incl", order + "u4"),
                        ("orig", order + "u4")])
-    file_pos = 24          # file offset of data[0]
-    data = b""
+    chunks = _chunks(path, fh, chunk, start=24, what="record")
+    data, file_pos = next(chunks)
     while True:
-        more = fh.read(chunk)
-        data = data + more if data else more
         n = len(data)
         pos = 0
         starts = []
@@ -88,13 +86,30 @@ def _read_classic(path, fh, head, chunk):
             pos = end
         if starts:
             yield _classic_batch(data, starts, header, unit, linktype)
-        if not more:
-            if pos < n:
-                raise CaptureError(f"{path}: truncated record at byte {file_pos + pos}: "
-                                   f"{n - pos} bytes left, the record needs more")
+        try:
+            data, file_pos = chunks.send(pos)
+        except StopIteration:
             return
-        file_pos += pos
-        data = data[pos:]
+
+
+def _chunks(path: str, fh, chunk: int, start: int, what: str):
+    """Yield (bytes, file offset of its first byte); the caller sends back how many it used.
+
+    What is left over is carried into the next chunk; at the end of the file a
+    leftover is a truncated record or block, reported with its offset.
+    """
+    data, file_pos = b"", start
+    while True:
+        more = fh.read(chunk)
+        data = data + more if data else more
+        used = yield data, file_pos
+        if not more:
+            if used < len(data):
+                raise CaptureError(f"{path}: truncated {what} at byte {file_pos + used}: "
+                                   f"{len(data) - used} bytes left, the {what} needs more")
+            return
+        file_pos += used
+        data = data[used:]
 
 
 def _classic_batch(data: bytes, starts: list, header: np.dtype, unit: float, linktype: int) -> Batch:
@@ -110,11 +125,9 @@ def _classic_batch(data: bytes, starts: list, header: np.dtype, unit: float, lin
 def _read_pcapng(path, fh, chunk):
     order = "<"
     interfaces = []          # (linktype, seconds per tick)
-    file_pos = 0
-    data = b""
+    chunks = _chunks(path, fh, chunk, start=0, what="block")
+    data, file_pos = next(chunks)
     while True:
-        more = fh.read(chunk)
-        data = data + more if data else more
         n = len(data)
         pos = 0
         offsets, caplen, wirelen, ts, links = [], [], [], [], []
@@ -166,13 +179,10 @@ def _read_pcapng(path, fh, chunk):
             pos += blen
         if offsets:
             yield _batch(data, offsets, caplen, wirelen, ts, links)
-        if not more:
-            if pos < n:
-                raise CaptureError(f"{path}: truncated block at byte {file_pos + pos}: "
-                                   f"{n - pos} bytes left, the block needs more")
+        try:
+            data, file_pos = chunks.send(pos)
+        except StopIteration:
             return
-        file_pos += pos
-        data = data[pos:]
 
 
 def _tsresol(data, pos, blen, order) -> float:

@@ -121,82 +121,64 @@ class _Scanner:
         return items
 
     def address_set(self, text: str, start: int) -> AddressSet:
+        return self._set(text, start, "address", AddressSet, self.vars.ip, self._network)
+
+    def port_set(self, text: str, start: int) -> PortSet:
+        return self._set(text, start, "port", PortSet, self.vars.port, self._port_range)
+
+    def _set(self, text: str, start: int, kind: str, cls, variables: dict, leaf):
+        """any, a leaf (network or port range), [list], !negation or $VARIABLE, nested."""
         negate = text.startswith("!")
         body, at = (text[1:], start + 1) if negate else (text, start)
         if body == "any":
             if negate:
                 raise self.error("!any matches nothing", text, start)
-            return AddressSet()
+            return cls()
         if body.startswith("$"):
-            name = body[1:]
-            if name not in self.vars.ip:
-                raise self.error(f"unknown address variable ${name}", text, start)
-            value = self.vars.ip[name]
+            if body[1:] not in variables:
+                raise self.error(f"unknown {kind} variable {body}", text, start)
+            value = variables[body[1:]]
         elif body.startswith("["):
             if not body.endswith("]"):
                 raise self.error("expected ] to close the list", text, start)
             include, exclude = [], []
             for item, pos in self._items(body, at):
-                sub = self.address_set(item, pos)
+                sub = self._set(item, pos, kind, cls, variables, leaf)
                 if sub.include and sub.exclude:
-                    raise self.error("a list element cannot mix included and excluded addresses", item, pos)
+                    raise self.error(f"a {kind} list element cannot mix included and excluded entries", item, pos)
                 include += sub.include
                 exclude += sub.exclude
-            value = AddressSet(tuple(include), tuple(exclude))
+            value = cls(tuple(include), tuple(exclude))
         else:
-            try:
-                value = AddressSet((ipaddress.ip_network(body, strict=False),))
-            except ValueError:
-                raise self.error("expected an address: any, IPv4, CIDR, [list], !negation or $VARIABLE",
-                                 text, start) from None
-            if "/" in body and ipaddress.ip_network(body, strict=False).network_address != \
-                    ipaddress.ip_address(body.split("/")[0]):
-                raise self.error(f"bad CIDR: host bits set (did you mean "
-                                 f"{ipaddress.ip_network(body, strict=False)}?)", text, start)
+            value = cls((leaf(body, text, start),))
         if negate:
             if value.exclude:
-                raise self.error("cannot negate a set that already excludes addresses", text, start)
-            return AddressSet((), value.include)
+                raise self.error(f"cannot negate a {kind} set that already excludes entries", text, start)
+            return cls((), value.include)
         return value
 
-    def port_set(self, text: str, start: int) -> PortSet:
-        negate = text.startswith("!")
-        body = text[1:] if negate else text
-        if body == "any":
-            if negate:
-                raise self.error("!any matches nothing", text, start)
-            return PortSet()
-        if body.startswith("$"):
-            name = body[1:]
-            if name not in self.vars.port:
-                raise self.error(f"unknown port variable ${name}", text, start)
-            value = self.vars.port[name]
-        elif body.startswith("["):
-            if not body.endswith("]"):
-                raise self.error("expected ] to close the list", text, start)
-            include, exclude = [], []
-            for item, pos in self._items(body, start + (1 if negate else 0)):
-                sub = self.port_set(item, pos)
-                include += sub.include
-                exclude += sub.exclude
-            value = PortSet(tuple(include), tuple(exclude))
-        else:
-            match = re.fullmatch(r"(\d*)(:?)(\d*)", body)
-            if not match or not (match.group(1) or match.group(3)):
-                raise self.error("expected a port: any, N, LO:HI, LO:, :HI, [list], !negation or $VARIABLE",
-                                 text, start)
-            lo = int(match.group(1)) if match.group(1) else 0
-            hi = int(match.group(3)) if match.group(3) else (65535 if match.group(2) else lo)
-            if hi > 65535 or lo > 65535:
-                raise self.error("port out of range 0-65535", text, start)
-            if lo > hi:
-                raise self.error(f"empty port range {lo}:{hi}", text, start)
-            value = PortSet(((lo, hi),))
-        if negate:
-            if value.exclude:
-                raise self.error("cannot negate a set that already excludes ports", text, start)
-            return PortSet((), value.include)
-        return value
+    def _network(self, body: str, text: str, start: int):
+        try:
+            net = ipaddress.ip_network(body, strict=False)
+        except ValueError:
+            raise self.error("expected an address: any, IPv4, CIDR, [list], !negation or $VARIABLE",
+                             text, start) from None
+        if "/" in body and net.network_address != ipaddress.ip_address(body.split("/")[0]):
+            raise self.error(f"bad CIDR: host bits set (did you mean {net}?)", text, start)
+        return net
+
+    def _port_range(self, body: str, text: str, start: int) -> tuple:
+        match = re.fullmatch(r"(\d*)(:?)(\d*)", body)
+        if not match or not (match.group(1) or match.group(3)):
+            raise self.error("expected a port: any, N, LO:HI, LO:, :HI, [list], !negation or $VARIABLE",
+                             text, start)
+        lo = int(match.group(1)) if match.group(1) else 0
+        hi = int(match.group(3)) if match.group(3) else (65535 if match.group(2) else lo)
+        if hi > 65535 or lo > 65535:
+            raise self.error("port out of range 0-65535", text, start)
+        if lo > hi:
+            raise self.error(f"empty port range {lo}:{hi}", text, start)
+        return (lo, hi)
 
     # --- options ---------------------------------------------------------
     def string(self) -> str:
