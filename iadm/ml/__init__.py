@@ -1,0 +1,1 @@
+"""Models: datasets, training, evaluation, the registry, and the hybrid verdict."""

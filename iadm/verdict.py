@@ -1,0 +1,46 @@
+"""Fusing the opinions into one verdict per flow record (DESIGN.md section 6).
+
+A record is an attack when the rule engine or the model says so. Its
+category comes from the rule when a rule fired (a rule knows what it looks
+for), else from the model when its target was the category, else "Attack".
+`source` says who said so: "rule+model", "rule", "model" or "" (normal);
+`agreement()` counts both / rule only / model only / neither, so operators
+see where the model corrects the rules and where the rules catch what the
+model misses.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "attack") -> pd.DataFrame:
+    """rules: RuleEngine labels (attack, category, subcategory, sid, msg, action);
+    model: Model.predict output (label, attack, score) or None when no model is loaded."""
+    rule_attack = rules["attack"].to_numpy(dtype=bool)
+    if model is None:
+        model_attack = np.zeros(len(rules), dtype=bool)
+        model_label = np.full(len(rules), "", dtype=object)
+        score = np.full(len(rules), np.nan)
+    else:
+        if len(model) != len(rules):
+            raise ValueError(f"{len(rules)} rule labels but {len(model)} model predictions")
+        model_attack = model["attack"].to_numpy(dtype=bool)
+        model_label = model["label"].astype(str).to_numpy(dtype=object)
+        score = model["score"].to_numpy(dtype=float)
+    attack = rule_attack | model_attack
+    model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
+    category = np.where(rule_attack, rules["category"].to_numpy(dtype=object),
+                        np.where(model_attack, model_category, "Normal"))
+    subcategory = np.where(rule_attack, rules["subcategory"].to_numpy(dtype=object),
+                           np.where(model_attack, "", "Normal"))
+    source = np.select([rule_attack & model_attack, rule_attack, model_attack], ["rule+model", "rule", "model"], "")
+    return pd.DataFrame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
+                         "source": source, "rule_sid": rules["sid"].to_numpy(), "rule_msg": rules["msg"].to_numpy(),
+                         "model_label": model_label, "model_score": score})
+
+
+def agreement(verdicts: pd.DataFrame) -> dict:
+    counts = verdicts["source"].value_counts()
+    return {"both": int(counts.get("rule+model", 0)), "rule_only": int(counts.get("rule", 0)),
+            "model_only": int(counts.get("model", 0)), "neither": int(counts.get("", 0))}
