@@ -136,9 +136,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from iadm.ml import evaluate
-    from iadm.ml.train import evaluate_file
-    print(evaluate.render(evaluate_file(args.data, args.model, cv=args.cv, names_file=args.names)))
+    from iadm.ml import evaluate, registry
+    from iadm.ml.train import compare, evaluate_file
+    if args.compare:
+        table = compare(args.data, features_name=args.features, target=args.target, names_file=args.names)
+        print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+        return 0
+    if not args.model:
+        raise ValueError("evaluate needs --model models/NAME (or --compare)")
+    result = evaluate_file(args.data, args.model, cv=args.cv, names_file=args.names)
+    print(evaluate.render(result))
+    if args.report:
+        from iadm.ml.plots import write_report
+        for path in write_report(result, registry.load(args.model), args.report, args.data):
+            print(f"wrote {path}")
     return 0
 
 
@@ -208,8 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="the report's tables (and more) for a registered model on labelled records")
     p.add_argument("data")
-    p.add_argument("--model", required=True, help="models/NAME")
+    p.add_argument("--model", help="models/NAME")
     p.add_argument("--cv", type=int, default=0, help="also N-fold stratified cross-validated F1-macro")
+    p.add_argument("--report", help="also write PNG plots and a Markdown summary into this directory")
+    p.add_argument("--compare", action="store_true",
+                   help="train RF, AdaBoost, LightGBM and KNN on one split and print them side by side (Table 10)")
+    p.add_argument("--features", choices=("default", "report", "numeric"), default="default", help="with --compare")
+    p.add_argument("--target", choices=("attack", "category"), default="attack", help="with --compare")
     p.add_argument("--names", help="feature-names file for a headerless Bot-IoT CSV")
     p.set_defaults(func=cmd_evaluate)
 

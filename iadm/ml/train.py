@@ -51,10 +51,15 @@ def train(path: str, kind: str, out: str, features_name: str = "default", target
 
 
 def _score(model: registry.Model, frame: pd.DataFrame, y: pd.Series) -> dict:
+    from sklearn.metrics import precision_recall_curve
     pred = model.predict(frame)
     truth_attack = frame["attack"].astype(int).to_numpy()
-    return evaluate.report(y.to_numpy(), pred["label"].to_numpy(), truth_attack, pred["attack"].to_numpy(),
-                           pred["score"].to_numpy())
+    result = evaluate.report(y.to_numpy(), pred["label"].to_numpy(), truth_attack, pred["attack"].to_numpy(),
+                             pred["score"].to_numpy())
+    if len(set(truth_attack)) > 1:
+        precision, recall, _ = precision_recall_curve(truth_attack, pred["score"].to_numpy())
+        result["curve"] = (precision, recall)
+    return result
 
 
 def evaluate_file(path: str, model_path: str, cv: int = 0, names_file: str | None = None) -> dict:
@@ -74,3 +79,32 @@ def evaluate_file(path: str, model_path: str, cv: int = 0, names_file: str | Non
             scores.append(evaluate.per_class(y.iloc[test_idx].to_numpy(), pred).loc["macro avg", "f1"])
         result["cv_f1_macro"] = scores
     return result
+
+
+def compare(path: str, kinds=("rf", "adaboost", "lightgbm", "knn"), features_name: str = "default",
+            target: str = "attack", seed: int = 0, names_file: str | None = None) -> pd.DataFrame:
+    """The report's Table 10: every model trained and scored on one stratified split."""
+    import time
+
+    from sklearn.model_selection import train_test_split
+
+    from iadm.ml.models import fit
+    frame, features, y, _ = _prepare(path, features_name, target, names_file)
+    train_idx, test_idx = train_test_split(frame.index, test_size=0.2, stratify=y, random_state=seed)
+    x = frame[features].astype(np.float64)
+    truth_attack = frame.loc[test_idx, "attack"].astype(int).to_numpy()
+    rows = []
+    for kind in kinds:
+        start = time.perf_counter()
+        est = fit(kind, x.loc[train_idx], y.loc[train_idx], seed)
+        seconds = time.perf_counter() - start
+        pred = est.predict(x.loc[test_idx])
+        attack = (pred.astype(int) if target == "attack" else (pred != "Normal").astype(int))
+        table = evaluate.per_class(y.loc[test_idx].to_numpy(), pred)
+        b = evaluate.binary(truth_attack, attack)
+        rows.append({"model": kind, "accuracy": table.loc["accuracy", "f1"],
+                     "precision_macro": table.loc["macro avg", "precision"],
+                     "recall_macro": table.loc["macro avg", "recall"], "f1_macro": table.loc["macro avg", "f1"],
+                     "mcc": b["mcc"], "false_negatives": b["false_negatives"],
+                     "false_positives": b["false_positives"], "train_seconds": seconds})
+    return pd.DataFrame(rows).set_index("model")

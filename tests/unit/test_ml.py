@@ -183,3 +183,22 @@ def test_fusion_truth_table_and_agreement():
     assert fuse(rules, None).source.tolist() == ["rule", "rule", "", ""]
     with pytest.raises(ValueError, match="4 rule labels but 2 model predictions"):
         fuse(rules, model.head(2))
+
+
+def test_compare_and_report_from_the_cli(tmp_path, capsys):
+    from iadm.cli import main
+    data = tmp_path / "d.csv"
+    synthetic(data)
+    assert main(["evaluate", str(data), "--compare"]) == 0
+    table = capsys.readouterr().out
+    for kind in ("rf", "adaboost", "lightgbm", "knn"):
+        assert kind in table
+    assert "f1_macro" in table and "false_negatives" in table
+    assert main(["train", str(data), "--model", "rf", "-o", str(tmp_path / "rf")]) == 0
+    assert main(["evaluate", str(data), "--model", str(tmp_path / "rf"), "--report", str(tmp_path / "rep")]) == 0
+    for name in ("confusion_matrix.png", "precision_recall.png", "feature_importance.png"):
+        assert (tmp_path / "rep" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "F1-macro" in summary and "![confusion_matrix.png]" in summary
+    assert main(["evaluate", str(data), "--model", str(tmp_path / "nothing")]) == 1
+    assert "model file is missing" in capsys.readouterr().err
