@@ -67,7 +67,10 @@ def build(kind: str, seed: int = 0):
         return AdaBoostClassifier(DecisionTreeClassifier(max_depth=3), n_estimators=100, random_state=seed)
     if kind == "lightgbm":
         from lightgbm import LGBMClassifier
-        return LGBMClassifier(n_estimators=200, class_weight="balanced", n_jobs=2, random_state=seed, verbose=-1)
+        # 60 rounds at a 0.2 learning rate: as accurate as 200 at 0.1 on flow features, and
+        # prediction cost grows with the number of trees (target: over 1M records/s).
+        return LGBMClassifier(n_estimators=60, learning_rate=0.2, class_weight="balanced", n_jobs=2,
+                              random_state=seed, verbose=-1)
     if kind == "knn":
         from sklearn.neighbors import KNeighborsClassifier
         from sklearn.pipeline import make_pipeline
@@ -76,8 +79,15 @@ def build(kind: str, seed: int = 0):
     raise ValueError(f"unknown model {kind!r}; choose {', '.join(KINDS)}")
 
 
+MAX_ROWS_PER_TREE = 200_000
+
+
 def fit(kind: str, x: pd.DataFrame, y: pd.Series, seed: int = 0):
     model = build(kind, seed)
+    if kind == "rf" and len(x) > MAX_ROWS_PER_TREE:
+        # Each tree sees at most 200,000 bootstrap rows: on millions of near-duplicate flow
+        # records more rows per tree cost linear time and add little.
+        model.set_params(max_samples=MAX_ROWS_PER_TREE)
     if kind == "adaboost":
         from sklearn.utils.class_weight import compute_sample_weight
         model.fit(x, y, sample_weight=compute_sample_weight("balanced", y))
