@@ -30,9 +30,22 @@ def train(path: str, kind: str, out: str, features_name: str = "default", target
     print(cleaned.summary(), file=stream)
     train_idx, test_idx = train_test_split(frame.index, test_size=0.2, stratify=y, random_state=seed)
     x = frame[features].astype(np.float64)
+    import threading
+    import time
     print(f"training {kind} on {len(train_idx):,} rows, {len(features)} features, target {target} ...",
           file=stream, flush=True)
-    model = fit(kind, x.loc[train_idx], y.loc[train_idx], seed)
+    started, done = time.monotonic(), threading.Event()
+
+    def heartbeat():   # long fits print where they are every 10 s
+        while not done.wait(10):
+            print(f"  ... still training {kind}, {time.monotonic() - started:.0f} s", file=stream, flush=True)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        model = fit(kind, x.loc[train_idx], y.loc[train_idx], seed)
+    finally:
+        done.set()
+    print(f"trained in {time.monotonic() - started:.1f} s", file=stream, flush=True)
     card = {"kind": kind, "features": features, "feature_set": features_name, "target": target,
             "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_],
             "data": {"source": path, "rows": len(frame), "fingerprint": registry.fingerprint(frame[features + [target]]),
