@@ -80,10 +80,17 @@ def build(kind: str, seed: int = 0):
 
 
 MAX_ROWS_PER_TREE = 200_000
+MAX_ROWS_SAMPLED = 300_000
 
 
 def fit(kind: str, x: pd.DataFrame, y: pd.Series, seed: int = 0):
     model = build(kind, seed)
+    if kind in ("adaboost", "knn") and len(x) > MAX_ROWS_SAMPLED:
+        # AdaBoost's rounds are sequential and each sorts every row (3M rows: half an hour);
+        # KNN pays for every stored row at prediction time. Both train on a stratified sample.
+        from sklearn.model_selection import train_test_split
+        keep, _ = train_test_split(np.arange(len(x)), train_size=MAX_ROWS_SAMPLED, stratify=y, random_state=seed)
+        x, y = x.iloc[np.sort(keep)], y.iloc[np.sort(keep)]
     if kind == "rf" and len(x) > MAX_ROWS_PER_TREE:
         # Each tree sees at most 200,000 bootstrap rows: on millions of near-duplicate flow
         # records more rows per tree cost linear time and add little.
