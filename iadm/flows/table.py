@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from iadm.capture.decode import PROTO_ARP, Decoded
+from iadm.capture.decode import Decoded
 from iadm.flows.records import make_records
 from iadm.flows.slotindex import SlotIndex
 
-TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 KEY_WORDS = 5
 
 _F64 = ("stime", "ltime", "s_first", "s_last", "d_first", "d_last", "seg_first", "seg_last",
@@ -251,6 +250,3 @@ class FlowTable:
         self.active[slots] = False
         self.free[self.nfree:self.nfree + len(slots)] = slots
         self.nfree += len(slots)
-
-
-__all__ = ["FlowTable", "PROTO_ARP"]
