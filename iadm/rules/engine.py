@@ -149,7 +149,8 @@ class _Batch:
 
     @classmethod
     def from_packets(cls, packets: Decoded) -> "_Batch":
-        names = np.array([proto_name(int(p)) for p in packets.proto], dtype=object)
+        numbers, codes = np.unique(packets.proto, return_inverse=True)
+        names = np.array([proto_name(int(p)) for p in numbers], dtype=object)[codes.ravel()]
         return cls(names, _Addresses.from_text(addresses(packets.src_hi, packets.src_lo)),
                    _Addresses.from_text(addresses(packets.dst_hi, packets.dst_lo)),
                    packets.sport.astype(np.int64), packets.dport.astype(np.int64), packets.ts,
@@ -282,16 +283,25 @@ class Matches:
         A row is an attack when its best rule alerts or drops with an attack
         classtype; a best `pass` rule, a `policy` classtype or no match is Normal.
         """
-        best = self.best().tolist()
+        # Every column is first resolved per rule (plus a last entry for "no match", which
+        # best == -1 indexes), then spread over the rows as a categorical: no per-row objects.
         rules = self.ruleset.rules
-        rows = []
-        for i in best:
-            rule = rules[i] if i >= 0 else None
-            attack = rule is not None and rule.action != "pass" and rule.category not in (None, "Normal")
-            rows.append((int(attack), rule.category if attack else "Normal",
-                         (rule.subcategory or rule.category) if attack else "Normal",
-                         rule.sid if rule else 0, rule.msg if rule else "", rule.action if rule else ""))
-        return pd.DataFrame(rows, columns=["attack", "category", "subcategory", "sid", "msg", "action"])
+        is_attack = np.array([r.action != "pass" and r.category not in (None, "Normal") for r in rules] + [False])
+        best = self.best()
+
+        def column(values):
+            codes, uniques = pd.factorize(pd.Series(values, dtype=object))
+            return pd.Categorical.from_codes(codes[best], uniques)
+
+        return pd.DataFrame({
+            "attack": is_attack[best].astype(np.int64),
+            "category": column([r.category if a else "Normal" for r, a in zip(rules, is_attack)] + ["Normal"]),
+            "subcategory": column([(r.subcategory or r.category) if a else "Normal"
+                                   for r, a in zip(rules, is_attack)] + ["Normal"]),
+            "sid": np.array([r.sid for r in rules] + [0], dtype=np.int64)[best],
+            "msg": column([r.msg for r in rules] + [""]),
+            "action": column([r.action for r in rules] + [""]),
+        })
 
 
 class RuleEngine:
@@ -326,13 +336,17 @@ class RuleEngine:
         order = [i for i, r in enumerate(ruleset.rules) if r.action == "pass"] + \
                 [i for i, r in enumerate(ruleset.rules) if r.action != "pass"]
         kept = {}
+        any_passed = None   # known once the pass rules, which come first, are done
         for i in order:   # pass rules first: what they match, no alert or drop rule may claim
             rule = ruleset.rules[i]
             if packet_level and not rule.packet_level:
                 continue
             mask = _rule_mask(rule, b)
-            if rule.action != "pass" and passed.any():
-                mask = mask & ~passed
+            if rule.action != "pass":
+                if any_passed is None:
+                    any_passed = bool(passed.any())
+                if any_passed:
+                    mask = mask & ~passed
             if rule.threshold is not None:
                 rows = np.flatnonzero(mask)
                 if len(rows):
