@@ -51,6 +51,11 @@ def cleanup(switch: str = "s1") -> None:
         subprocess.run(["ip", "link", "del", link.name], check=False, stderr=subprocess.DEVNULL)
 
 
+def _terminated(*_signal_args):
+    """SIGTERM unwinds like Ctrl-C, so the network is stopped and cleaned up on the way out."""
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20):
     """The reference topology, started, connected to the controller at 127.0.0.1:controller_port."""
@@ -64,7 +69,7 @@ def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: in
     net = Mininet(topo=topo_module.GatewayTopo(devices=devices, attackers=attackers),
                   controller=None, autoSetMacs=False, build=False, waitConnected=False)
     net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=controller_port)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         net.build()
         net.start()

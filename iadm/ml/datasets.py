@@ -103,12 +103,15 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def numeric_ports(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ports as integers: `80.0` -> 80, ARP's and ICMP's hex `0x0303` -> 771, empty -> -1."""
+    ports = {col: frame[col].map(_port).astype(np.int64) for col in ("sport", "dport") if col in frame}
+    return frame.assign(**ports)
+
+
 def clean(frame: pd.DataFrame, source: str, required: list[str]) -> tuple[pd.DataFrame, CleanReport]:
     report = CleanReport(source, rows_read=len(frame))
-    out = frame.copy()
-    for col in ("sport", "dport"):
-        if col in out:
-            out[col] = out[col].map(_port).astype(np.int64)
+    out = numeric_ports(frame)
     identity = [c for c in out.columns if c != "pkSeqID"]
     before = len(out)
     out = out.drop_duplicates(subset=identity)

@@ -51,8 +51,9 @@ def train(path: str, kind: str, out: str, features_name: str = "default", target
             "data": {"source": path, "rows": len(frame), "fingerprint": registry.fingerprint(frame[features + [target]]),
                      "class_balance": {str(k): int(v) for k, v in y.value_counts().items()},
                      "cleaning": cleaned.summary()},
-            "command": "iadm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("iadm")
-            else f"iadm train {path} --model {kind} --features {features_name} --target {target} -o {out}"}
+            "command": f"iadm train {shlex.quote(path)} --model {kind} --features {features_name} "
+                       f"--target {target} -o {shlex.quote(out)}" + (f" --seed {seed}" if seed else "")
+                       + (f" --names {shlex.quote(names_file)}" if names_file else "")}
     registry.save(out, model, card)
     saved = registry.load(out)
     result = _score(saved, frame.loc[test_idx], y.loc[test_idx])
@@ -79,7 +80,7 @@ def evaluate_file(path: str, model_path: str, cv: int = 0, names_file: str | Non
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
     model = registry.load(model_path)
-    frame, features, y, _ = _prepare(path, model.card.get("feature_set", "default"), model.card["target"],
+    frame, _, y, _ = _prepare(path, model.card.get("feature_set", "default"), model.card["target"],
                                      names_file)
     model.check(frame, where=f"records of {path}")
     result = _score(model, frame, y)

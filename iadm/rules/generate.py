@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from iadm.flows.records import PROTO_NUMBERS, STATE_NUMBERS
+from iadm.ml.datasets import derive, numeric_ports
 
 LEAKY = {"pkSeqID", "seq", "stime", "ltime"}
 LABELS = {"attack", "category", "subcategory", "Label", "Category"}
@@ -48,16 +48,8 @@ class GeneratedRules:
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns ready for selection: derived proto/state numbers, ports as numbers."""
-    out = frame.copy()
-    if "proto_number" not in out and "proto" in out:
-        out["proto_number"] = out["proto"].map(lambda p: PROTO_NUMBERS.get(str(p), 99)).astype(np.int64)
-    if "state_number" not in out and "state" in out:
-        out["state_number"] = out["state"].map(lambda s: STATE_NUMBERS.get(str(s), 0)).astype(np.int64)
-    for col in ("sport", "dport"):
-        if col in out:
-            out[col] = pd.to_numeric(out[col], errors="coerce")
-    return out
+    """Numeric columns ready for selection: the models' derived encodings, ports as integers."""
+    return numeric_ports(derive(frame))
 
 
 def candidates(frame: pd.DataFrame) -> list[str]:

@@ -22,21 +22,15 @@ def read_all(path):
     return ts, sports
 
 
-@pytest.mark.parametrize("order", ["<", ">"])
-@pytest.mark.parametrize("nano", [False, True])
-def test_pcap_both_byte_orders_and_units(tmp_path, order, nano):
-    path = tmp_path / "x.pcap"
-    write_pcap(path, FRAMES, order=order, nano=nano)
-    ts, sports = read_all(path)
-    assert sports.tolist() == [1000, 1001, 1002, 1003, 1004]
-    assert np.allclose(ts, [t for t, _ in FRAMES], atol=1e-6)
+FORMATS = [("x.pcap", write_pcap, {"nano": False}), ("x.pcap", write_pcap, {"nano": True}),
+           ("x.pcapng", write_pcapng, {"tsresol": 6}), ("x.pcapng", write_pcapng, {"tsresol": 9})]
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
-@pytest.mark.parametrize("tsresol", [6, 9])
-def test_pcapng_byte_orders_and_resolution(tmp_path, order, tsresol):
-    path = tmp_path / "x.pcapng"
-    write_pcapng(path, FRAMES, order=order, tsresol=tsresol)
+@pytest.mark.parametrize("name, writer, options", FORMATS, ids=["pcap-us", "pcap-ns", "pcapng-us", "pcapng-ns"])
+def test_both_formats_byte_orders_and_time_units(tmp_path, order, name, writer, options):
+    path = tmp_path / name
+    writer(path, FRAMES, order=order, **options)
     ts, sports = read_all(path)
     assert sports.tolist() == [1000, 1001, 1002, 1003, 1004]
     assert np.allclose(ts, [t for t, _ in FRAMES], atol=1e-6)
