@@ -157,10 +157,11 @@ class Gateway:
         self.clock = FakeClock()
         self.switch = FakeSwitch([H1, H2, MON, H3], self.clock)
         self.sent = []
+        self.confirming = True  # False: the switch stops answering barriers
         self.store_path = str(tmp_path / "blocks.sqlite")
         self.core = GatewayController(
             store=BlockStore(self.store_path, clock=self.clock), allowlist=Allowlist(allowlist),
-            send=self._send, monitor_port=monitor_port, packet_in_rate=100, clock=self.clock)
+            send=self._send, confirm=lambda dpid: self.confirming, monitor_port=monitor_port, packet_in_rate=100, clock=self.clock)
         self.ports = {f"s1-eth{p}": p for p in (H1, H2, MON, H3)}
         self.core.switch_connected(DPID, self.ports)
 

@@ -35,9 +35,10 @@ class GatewayApp(BaseApp):
             raise RuntimeError("start the controller with `iadm controller`, which loads the config")
         self.datapaths = {}
         self.pending_ports = {}
+        self.barriers = {}  # (dpid, xid) -> hub.Event set by the barrier reply
         self.core = GatewayController(
             store=BlockStore(CONFIG.block_store), allowlist=Allowlist(CONFIG.allowlist),
-            send=self._send, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
+            send=self._send, confirm=self._barrier, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
             default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts)
         self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token)
         log.info("verdict API on http://%s:%d/v1/", *self.api.server_address[:2])
@@ -49,6 +50,29 @@ class GatewayApp(BaseApp):
             return  # gone; it gets everything again when it reconnects
         for msg in ofmsg.to_messages(dp, ops):
             dp.send_msg(msg)
+
+    def _barrier(self, dpid: int, timeout: float = 2.0) -> bool:
+        """Wait until the switch has processed every message sent before; False on timeout."""
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return False
+        request = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(request)
+        done = self.barriers[(dpid, request.xid)] = hub.Event()
+        try:
+            dp.send_msg(request)
+            if done.wait(timeout):
+                return True
+            log.warning("switch %016x did not confirm within %.1fs", dpid, timeout)
+            return False
+        finally:
+            self.barriers.pop((dpid, request.xid), None)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def on_barrier(self, ev):
+        done = self.barriers.get((ev.msg.datapath.id, ev.msg.xid))
+        if done is not None:
+            done.set()
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def on_features(self, ev):

@@ -26,12 +26,15 @@ class SwitchState:
 
 
 class GatewayController:
-    def __init__(self, *, store: BlockStore, allowlist: Allowlist, send,
+    def __init__(self, *, store: BlockStore, allowlist: Allowlist, send, confirm=None,
                  monitor_port: int | str | None, packet_in_rate: int = 1000,
                  default_block_seconds: int = 300, max_hosts: int = 4096, clock=time.time):
         self.store = store
         self.allowlist = allowlist
         self.send = send
+        # confirm(dpid) -> bool waits until the switch has applied everything
+        # sent so far (an OpenFlow barrier); None when send is synchronous.
+        self.confirm = confirm
         self.monitor_port = monitor_port
         self.packet_in_rate = packet_in_rate
         self.default_block_seconds = default_block_seconds
@@ -104,11 +107,15 @@ class GatewayController:
         return pipeline.block_entry(block.block_id, block.match, block.remaining(self.clock()),
                                     drop=block.action == "block")
 
-    def _broadcast(self, ops: list) -> None:
+    def _broadcast(self, ops: list) -> list[str]:
+        """Send ops to every switch; the switches that confirmed them, as hex dpids."""
         with self._lock:
             dpids = list(self.switches)
         for dpid in dpids:
             self.send(dpid, ops)
+        # Answer a verdict only once the entries are on the switch, so that the
+        # sender's "blocked" means blocked and its timestamp is the block's.
+        return [f"{dpid:016x}" for dpid in dpids if self.confirm is None or self.confirm(dpid)]
 
     def apply_verdict(self, verdict: Verdict) -> tuple[int, dict]:
         """Act on a validated verdict; returns (HTTP status, JSON document)."""
@@ -131,10 +138,11 @@ class GatewayController:
                 self.store.remove(old.block_id)
             block = self.store.add(verdict.action, match, seconds, verdict.reason, verdict.source)
         ops = [pipeline.unblock(old.block_id) for old in replaced] + [self._entry(block)]
-        self._broadcast(ops)
-        log.info("%s %s for %ds (block %d), source %r, reason %r", verdict.action, match, seconds,
-                 block.block_id, verdict.source, verdict.reason)
-        return 201, {"block": block.as_json(self.clock()), "replaced": [b.block_id for b in replaced]}
+        installed_on = self._broadcast(ops)
+        log.info("%s %s for %ds (block %d) on %s, source %r, reason %r", verdict.action, match, seconds,
+                 block.block_id, installed_on or "no switch", verdict.source, verdict.reason)
+        return 201, {"block": block.as_json(self.clock()), "replaced": [b.block_id for b in replaced],
+                     "installed_on": installed_on, "installed_at": self.clock()}
 
     def _unblock(self, verdict: Verdict) -> tuple[int, dict]:
         with self._lock:
@@ -147,9 +155,9 @@ class GatewayController:
                 self.store.remove(block.block_id)
         if not targets:
             raise VerdictError(404, "no active block matches", "block_id" if verdict.block_id else None)
-        self._broadcast([pipeline.unblock(b.block_id) for b in targets])
+        removed_on = self._broadcast([pipeline.unblock(b.block_id) for b in targets])
         log.info("unblocked %s", [b.block_id for b in targets])
-        return 200, {"unblocked": [b.block_id for b in targets]}
+        return 200, {"unblocked": [b.block_id for b in targets], "removed_on": removed_on}
 
     def blocks(self) -> list[dict]:
         now = self.clock()

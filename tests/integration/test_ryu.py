@@ -38,7 +38,8 @@ def test_ryu_forwards_and_blocks(ryu_lab):
     assert "loading app ryu.controller.ofp_handler" in controller.log_path.read_text()  # really Ryu
     h1, switch = net.get("h1", "s1")
     assert ping(h1, "10.0.0.2") == 3
-    controller.client().verdict(action="block", src_ip="10.0.0.1", duration=60)
+    doc = controller.client().verdict(action="block", src_ip="10.0.0.1", duration=60)
+    assert doc["installed_on"] == [f"{switch.dpid:0>16}"]  # answered after the barrier
     assert ping(h1, "10.0.0.2") == 0
     assert flow_packets(switch, "table=0,ip,nw_src=10.0.0.1")[0] >= 3
     controller.client().verdict(action="unblock", src_ip="10.0.0.1")

@@ -56,6 +56,15 @@ def test_block_by_ipv4_source_wins_over_forwarding(gateway):
     assert gateway.switch.counter(cookie) == 1
 
 
+def test_verdict_reports_only_switches_that_confirmed(gateway):
+    _, doc = gateway.core.apply_verdict(Verdict("block", src_ip=IP[H1], duration=60))
+    assert doc["installed_on"] == [f"{DPID:016x}"]
+    gateway.confirming = False
+    _, doc = gateway.core.apply_verdict(Verdict("block", src_ip=IP[H3], duration=60))
+    assert doc["installed_on"] == []
+    assert len(gateway.core.blocks()) == 2  # kept: the switch gets it again when it reconnects
+
+
 def test_block_by_mac_and_port_stops_forged_sources(gateway):
     gateway.learn_all()
     gateway.core.apply_verdict(Verdict("block", src_mac=MAC[H3], in_port=H3, duration=60))
