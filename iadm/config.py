@@ -23,6 +23,7 @@ class ControllerConfig:
     block_store: str = "/var/lib/iadm/blocks.sqlite"
     default_block_seconds: int = 300
     allowlist: list = field(default_factory=list)
+    alert_only: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 8181
     api_token: str = ""
@@ -39,6 +40,7 @@ _SCHEMA = {
     "blocks.store": ("block_store", str, None),
     "blocks.default_seconds": ("default_block_seconds", int, lambda v: 1 <= v <= 0xFFFF),
     "blocks.allowlist": ("allowlist", list, None),
+    "blocks.alert_only": ("alert_only", bool, None),
     "api.host": ("api_host", str, None),
     "api.port": ("api_port", int, lambda v: 0 <= v <= 65535),
     "api.token": ("api_token", str, None),
@@ -64,7 +66,8 @@ def load_controller_config(path: str | None) -> ControllerConfig:
                 if name not in _SCHEMA:
                     raise ConfigError(f"{path}: unknown key {name!r}; known: {', '.join(sorted(_SCHEMA))}")
                 attr, types, check = _SCHEMA[name]
-                if isinstance(value, bool) or not isinstance(value, types) or (check and not check(value)):
+                if (isinstance(value, bool) != (types is bool) or not isinstance(value, types)
+                        or (check and not check(value))):
                     raise ConfigError(f"{path}: {name} has a bad value {value!r}")
                 setattr(config, attr, value)
     config.api_token = os.environ.get("IADM_API_TOKEN", config.api_token)

@@ -39,7 +39,8 @@ class GatewayApp(BaseApp):
         self.core = GatewayController(
             store=BlockStore(CONFIG.block_store), allowlist=Allowlist(CONFIG.allowlist),
             send=self._send, confirm=self._barrier, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
-            default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts)
+            default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts,
+            alert_only=CONFIG.alert_only)
         self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token)
         log.info("verdict API on http://%s:%d/v1/", *self.api.server_address[:2])
         hub.spawn(self.api.serve_forever)

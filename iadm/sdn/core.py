@@ -28,7 +28,8 @@ class SwitchState:
 class GatewayController:
     def __init__(self, *, store: BlockStore, allowlist: Allowlist, send, confirm=None,
                  monitor_port: int | str | None, packet_in_rate: int = 1000,
-                 default_block_seconds: int = 300, max_hosts: int = 4096, clock=time.time):
+                 default_block_seconds: int = 300, max_hosts: int = 4096, alert_only: bool = False,
+                 clock=time.time):
         self.store = store
         self.allowlist = allowlist
         self.send = send
@@ -39,6 +40,7 @@ class GatewayController:
         self.packet_in_rate = packet_in_rate
         self.default_block_seconds = default_block_seconds
         self.max_hosts = max_hosts
+        self.alert_only = alert_only
         self.clock = clock
         self.switches: dict[int, SwitchState] = {}
         self._lock = threading.RLock()
@@ -98,7 +100,8 @@ class GatewayController:
                      dpid, cookie & pipeline.COOKIE_ID_MASK, reason, packets)
 
     def where_is(self, mac: str) -> dict:
-        """{dpid: port} for a learned MAC (the verdict sender uses it for spoofed floods)."""
+        """{dpid: port} where a MAC was learned (MAC-only verdicts are pinned to it)."""
+        mac = mac.lower()
         with self._lock:
             return {dpid: s.mac_ports[mac] for dpid, s in self.switches.items() if mac in s.mac_ports}
 
@@ -128,7 +131,14 @@ class GatewayController:
                         verdict.action, target, protected_by, verdict.source, verdict.reason)
             raise VerdictError(403, f"{target} is allowlisted ({protected_by}) and is never blocked",
                                "src_ip" if verdict.src_ip else "src_mac")
-        match = pipeline.block_match(verdict.src_ip, verdict.src_mac, verdict.in_port)
+        action = "alert" if self.alert_only else verdict.action
+        in_port = verdict.in_port
+        if verdict.src_mac and in_port is None:
+            # Pin a MAC block to the port the MAC was learned on: a forger
+            # cannot move the block onto another host's port by copying its MAC.
+            ports = set(self.where_is(verdict.src_mac).values())
+            in_port = ports.pop() if len(ports) == 1 else None
+        match = pipeline.block_match(verdict.src_ip, verdict.src_mac, in_port)
         seconds = verdict.duration or self.default_block_seconds
         with self._lock:
             # A repeated verdict for the same target replaces the old block, so
@@ -136,10 +146,10 @@ class GatewayController:
             replaced = self.store.find(match)
             for old in replaced:
                 self.store.remove(old.block_id)
-            block = self.store.add(verdict.action, match, seconds, verdict.reason, verdict.source)
+            block = self.store.add(action, match, seconds, verdict.reason, verdict.source)
         ops = [pipeline.unblock(old.block_id) for old in replaced] + [self._entry(block)]
         installed_on = self._broadcast(ops)
-        log.info("%s %s for %ds (block %d) on %s, source %r, reason %r", verdict.action, match, seconds,
+        log.info("%s %s for %ds (block %d) on %s, source %r, reason %r", action, match, seconds,
                  block.block_id, installed_on or "no switch", verdict.source, verdict.reason)
         return 201, {"block": block.as_json(self.clock()), "replaced": [b.block_id for b in replaced],
                      "installed_on": installed_on, "installed_at": self.clock()}
@@ -148,6 +158,10 @@ class GatewayController:
         with self._lock:
             if verdict.block_id is not None:
                 targets = [b for b in self.store.active() if b.block_id == verdict.block_id]
+            elif verdict.src_mac and verdict.in_port is None:
+                # Whatever port a MAC block was pinned to.
+                mac = verdict.src_mac.lower()
+                targets = [b for b in self.store.active() if b.match.get("eth_src") == mac]
             else:
                 targets = self.store.find(
                     pipeline.block_match(verdict.src_ip, verdict.src_mac, verdict.in_port))

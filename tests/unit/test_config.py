@@ -22,6 +22,7 @@ def test_shipped_config_loads(monkeypatch):
     ("[api\n", "not valid TOML"),
     ("port = 3\n", "must be a [section]"),
     ("[blocks]\ndefault_seconds = true\n", "blocks.default_seconds"),
+    ("[blocks]\nalert_only = 1\n", "blocks.alert_only"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, monkeypatch, text, words):
     monkeypatch.setenv("IADM_API_TOKEN", "t")

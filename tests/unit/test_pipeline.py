@@ -73,6 +73,29 @@ def test_block_by_mac_and_port_stops_forged_sources(gateway):
     assert gateway.send_packet(H2, dst_port=H1) == [H1, MON]
 
 
+def test_mac_verdict_is_pinned_to_the_learned_port(gateway):
+    gateway.learn_all()
+    _, doc = gateway.core.apply_verdict(Verdict("block", src_mac=MAC[H3].upper(), duration=60))
+    assert doc["block"]["match"] == {"eth_src": MAC[H3], "in_port": H3}
+    assert gateway.send_packet(H3, dst_port=H1, src_ip="192.0.2.7") == []
+    # The same MAC forged on another port is not this block (and H1's traffic is untouched).
+    assert H2 in gateway.send_packet(H1, dst_port=H2, eth_src=MAC[H3])
+    status, undone = gateway.core.apply_verdict(Verdict("unblock", src_mac=MAC[H3]))
+    assert undone["unblocked"] == [doc["block"]["block_id"]]
+    assert H1 in gateway.send_packet(H3, dst_port=H1)
+
+
+def test_controller_in_alert_only_mode_never_drops(tmp_path):
+    from fakeswitch import Gateway
+    gateway = Gateway(tmp_path)
+    gateway.core.alert_only = True
+    gateway.learn_all()
+    _, doc = gateway.core.apply_verdict(Verdict("block", src_ip=IP[H1], duration=60))
+    assert doc["block"]["action"] == "alert"
+    assert gateway.send_packet(H1, dst_port=H2) == [H2, MON]
+    assert gateway.switch.counter(pipeline.block_cookie(doc["block"]["block_id"])) == 1
+
+
 def test_alert_only_mark_counts_but_forwards(gateway):
     gateway.learn_all()
     _, doc = gateway.core.apply_verdict(Verdict("alert", src_ip=IP[H1], duration=60))
