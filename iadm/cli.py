@@ -48,17 +48,23 @@ def cmd_blocks(args) -> int:
     return 0
 
 
-def _flow_options(args) -> dict:
-    return {"status_interval": args.status_interval, "idle_timeout": args.idle_timeout, "max_flows": args.max_flows}
+def _flow_options(args, config=None) -> dict:
+    def pick(name, default):
+        given = getattr(args, name)
+        return given if given is not None else (getattr(config, name) if config else default)
+    return {"status_interval": pick("status_interval", 5.0), "idle_timeout": pick("idle_timeout", 30.0),
+            "max_flows": pick("max_flows", 1 << 18)}
 
 
-def _labeller(args, watch=False):
-    if not args.rules:
+def _labeller(args, watch=False, model=None, responder_options=None, rule_files=None, variables=None):
+    rule_files = args.rules or rule_files
+    if not rule_files:
         return None
-    from iadm.monitor import RuleLabeller
+    from iadm.monitor import Labeller
     from iadm.rules.parser import RuleErrors
     try:
-        return RuleLabeller(args.rules, args.vars, watch=watch)
+        return Labeller.from_rules(rule_files, args.vars or variables, watch=watch, model=model,
+                                   responder_options=responder_options)
     except RuleErrors as errs:
         raise ValueError(f"rules not loaded:\n{errs}") from None
 
@@ -78,9 +84,66 @@ def cmd_features(args) -> int:
 
 
 def cmd_monitor(args) -> int:
+    """Without --config: records (and rule labels) only. With it: the full detection path."""
+    from iadm.config import load_monitor_config
     from iadm.monitor import watch
-    watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
-          status_every=args.status_every, labeller=_labeller(args, watch=True), **_flow_options(args))
+    config = load_monitor_config(args.config) if args.config else None
+    labeller = None
+    alert_log = None
+    if config:
+        from iadm.alerts.log import AlertLog
+        from iadm.sdn.client import VerdictClient
+        alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
+        client = VerdictClient(config.verdict_url, config.verdict_token) if config.verdict_url else None
+        labeller = _labeller(args, watch=True, model=config.model or None, rule_files=config.rule_files,
+                             variables=config.variables,
+                             responder_options={"client": client, "alert_log": alert_log,
+                                                "block_seconds": config.block_seconds,
+                                                "model_min_records": config.model_min_records,
+                                                "realert_seconds": config.realert_seconds})
+        print(f"iadm monitor: rules {', '.join(args.rules or config.rule_files)}, model {config.model or 'none'}, "
+              f"verdicts to {config.verdict_url or 'nobody (alerts only)'}, alert log {config.alert_log}",
+              file=sys.stderr, flush=True)
+    else:
+        labeller = _labeller(args, watch=True)
+    try:
+        watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
+              status_every=args.status_every, labeller=labeller, **_flow_options(args, config))
+    finally:
+        if alert_log:
+            alert_log.close()
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from iadm.alerts.log import follow, read_events
+    from iadm.alerts.review import AlertFilter, parse_time, summary, table
+    keep = AlertFilter(since=parse_time(args.since) if args.since else None,
+                       until=parse_time(args.until) if args.until else None,
+                       src=args.src, category=args.category, sid=args.sid, source=args.source)
+    errors: list = []
+    if args.follow:
+        if not args.json:
+            print(table([]), flush=True)
+        for event in follow(args.log, errors=errors):
+            if keep(event):
+                if args.json:
+                    event.pop("_ts", None)
+                    print(json.dumps(event), flush=True)
+                else:
+                    print(table([event]).splitlines()[-1], flush=True)
+        return 0
+    events = [e for e in read_events(args.log, errors) if keep(e)]
+    if args.summary:
+        print(summary(events))
+    elif args.json:
+        for e in events:
+            e.pop("_ts")
+            print(json.dumps(e))
+    else:
+        print(table(events))
+    for err in errors:
+        print(f"iadm alerts: skipped {err}", file=sys.stderr)
     return 0
 
 
@@ -168,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", help="verdict API base URL (default: from the config)")
 
     def flow_args(p):
-        p.add_argument("--status-interval", type=float, default=5.0, help="seconds between flow records (5)")
-        p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a quiet flow closes (30)")
-        p.add_argument("--max-flows", type=int, default=1 << 18, help="flow table size; oldest evicted (262144)")
+        p.add_argument("--status-interval", type=float, help="seconds between flow records (5; monitor config)")
+        p.add_argument("--idle-timeout", type=float, help="seconds before a quiet flow closes (30)")
+        p.add_argument("--max-flows", type=int, help="flow table size; oldest evicted (262144)")
         p.add_argument("--rules", action="append", help="label records with these rule files (repeatable)")
         p.add_argument("--vars", help="variables file for the rules (rules/variables.conf)")
 
@@ -187,8 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", help="also write the records to this .csv or .parquet")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--status-every", type=float, default=1.0, help="seconds between status lines (1)")
+    p.add_argument("--config", help="detect and respond: rules, model, verdict API, alert log "
+                                    "(see config/monitor.toml)")
     flow_args(p)
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("alerts", help="review the alert log: filter, table, summary, follow")
+    p.add_argument("log", nargs="?", default="/var/log/iadm/alerts.json", help="alert log (rotated files included)")
+    p.add_argument("--since", help="ISO time, epoch seconds or an age (10m, 2h)")
+    p.add_argument("--until", help="ISO time, epoch seconds or an age")
+    p.add_argument("--src", help="source IP or MAC")
+    p.add_argument("--category", help="DoS, DDoS, Reconnaissance, Theft, ...")
+    p.add_argument("--sid", type=int, help="rule sid")
+    p.add_argument("--source", choices=("rule", "model", "zscore"), help="who said attack")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the matching events as JSON lines")
+    shape.add_argument("--summary", action="store_true", help="counts per category, source and rule")
+    p.add_argument("--follow", action="store_true", help="print new alerts as they arrive (Ctrl-C stops)")
+    p.set_defaults(func=cmd_alerts)
 
     rules = sub.add_parser("rules", help="rule files: check them").add_subparsers(dest="rules_command",
                                                                                  required=True)

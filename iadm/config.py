@@ -48,29 +48,84 @@ _SCHEMA = {
 }
 
 
+def _load(path: str | None, schema: dict, config):
+    if not path:
+        return config
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for section, values in doc.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [section]")
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name not in schema:
+                raise ConfigError(f"{path}: unknown key {name!r}; known: {', '.join(sorted(schema))}")
+            attr, types, check = schema[name]
+            if (isinstance(value, bool) != (types is bool) or not isinstance(value, types)
+                    or (check and not check(value))):
+                raise ConfigError(f"{path}: {name} has a bad value {value!r}")
+            setattr(config, attr, value)
+    return config
+
+
 def load_controller_config(path: str | None) -> ControllerConfig:
-    config = ControllerConfig()
-    if path:
-        try:
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        for section, values in doc.items():
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: {section!r} must be a [section]")
-            for key, value in values.items():
-                name = f"{section}.{key}"
-                if name not in _SCHEMA:
-                    raise ConfigError(f"{path}: unknown key {name!r}; known: {', '.join(sorted(_SCHEMA))}")
-                attr, types, check = _SCHEMA[name]
-                if (isinstance(value, bool) != (types is bool) or not isinstance(value, types)
-                        or (check and not check(value))):
-                    raise ConfigError(f"{path}: {name} has a bad value {value!r}")
-                setattr(config, attr, value)
+    config = _load(path, _SCHEMA, ControllerConfig())
     config.api_token = os.environ.get("IADM_API_TOKEN", config.api_token)
     if not config.api_token:
         raise ConfigError(f"{path or 'defaults'}: api.token is empty and IADM_API_TOKEN is not set")
+    return config
+
+
+@dataclass
+class MonitorConfig:
+    """What the live monitor needs beyond the capture: opinions, verdicts, alerts."""
+    rule_files: list = field(default_factory=lambda: ["rules/iot.rules"])
+    variables: str | None = "rules/variables.conf"
+    model: str | None = "models/default"
+    model_min_records: int = 3
+    status_interval: float = 0.1
+    idle_timeout: float = 30.0
+    max_flows: int = 1 << 18
+    verdict_url: str | None = None
+    verdict_token: str = ""
+    block_seconds: int = 300
+    realert_seconds: float = 10.0
+    alert_log: str = "/var/log/iadm/alerts.json"
+    alert_max_bytes: int = 64 << 20
+    alert_keep: int = 5
+
+
+def _positive(v):
+    return v > 0
+
+
+_MONITOR_SCHEMA = {
+    "rules.files": ("rule_files", list, lambda v: bool(v) and all(isinstance(x, str) for x in v)),
+    "rules.variables": ("variables", str, None),
+    "model.path": ("model", str, None),
+    "model.min_records": ("model_min_records", int, _positive),
+    "flows.status_interval": ("status_interval", (int, float), _positive),
+    "flows.idle_timeout": ("idle_timeout", (int, float), _positive),
+    "flows.max_flows": ("max_flows", int, lambda v: v >= 16),
+    "verdicts.url": ("verdict_url", str, lambda v: v.startswith(("http://", "https://"))),
+    "verdicts.token": ("verdict_token", str, None),
+    "verdicts.block_seconds": ("block_seconds", int, lambda v: 1 <= v <= 0xFFFF),
+    "verdicts.realert_seconds": ("realert_seconds", (int, float), _positive),
+    "alerts.log": ("alert_log", str, None),
+    "alerts.max_bytes": ("alert_max_bytes", int, lambda v: v >= 4096),
+    "alerts.keep": ("alert_keep", int, _positive),
+}
+
+
+def load_monitor_config(path: str | None) -> MonitorConfig:
+    """Relative paths are relative to the working directory; IADM_API_TOKEN wins over verdicts.token."""
+    config = _load(path, _MONITOR_SCHEMA, MonitorConfig())
+    config.verdict_token = os.environ.get("IADM_API_TOKEN", config.verdict_token)
+    if config.verdict_url and not config.verdict_token:
+        raise ConfigError(f"{path}: verdicts.url is set but verdicts.token is empty and IADM_API_TOKEN is not set")
     return config

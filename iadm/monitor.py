@@ -12,32 +12,50 @@ from iadm.flows.pipeline import FeaturePipeline
 from iadm.progress import ProgressBar
 
 
-class RuleLabeller:
-    """Fills the label columns of record frames from the rule engine (the rule-based half of IADM)."""
+class Labeller:
+    """Fills the label columns of record frames from the fused verdicts, and
+    hands attack verdicts to the responder (controller + alert log) when live."""
 
-    def __init__(self, rule_files: list[str], variables: str | None, watch: bool = False):
-        from iadm.rules.engine import RuleEngine
-        from iadm.rules.watch import RuleWatcher
-        self.engine = RuleEngine.from_files(rule_files, variables)
-        self.watcher = RuleWatcher(self.engine) if watch else None
-        if self.watcher:
-            self.watcher.install_signal()
+    def __init__(self, detector, responder=None):
+        self.detector = detector
+        self.responder = responder
         self.attacks = 0
 
+    @classmethod
+    def from_rules(cls, rule_files: list[str], variables: str | None, watch: bool = False,
+                   model: str | None = None, responder_options: dict | None = None):
+        from iadm.detect import Detector, Responder
+        from iadm.rules.engine import RuleEngine
+        from iadm.rules.watch import RuleWatcher
+        engine = RuleEngine.from_files(rule_files, variables)
+        watcher = RuleWatcher(engine) if watch else None
+        if watcher:
+            watcher.install_signal()
+        loaded = None
+        if model:
+            from iadm.ml.registry import load
+            loaded = load(model)
+        detector = Detector(engine, loaded, watcher)
+        responder = None
+        if responder_options is not None:
+            responder = Responder(detector=detector, **responder_options)
+        return cls(detector, responder)
+
     def __call__(self, frame):
-        if self.watcher:
-            self.watcher.poll()
-        labels = self.engine.evaluate(frame.reset_index(drop=True)).labels()
-        self.attacks += int(labels["attack"].sum())
-        return frame.assign(attack=labels["attack"].to_numpy(), category=labels["category"].to_numpy(),
-                            subcategory=labels["subcategory"].to_numpy(), rule_sid=labels["sid"].to_numpy())
+        frame = frame.reset_index(drop=True)
+        verdicts = self.detector(frame)
+        self.attacks += int(verdicts["attack"].sum())
+        if self.responder is not None:
+            self.responder(frame, verdicts)
+        return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"].to_numpy(),
+                            subcategory=verdicts["subcategory"].to_numpy(), rule_sid=verdicts["rule_sid"].to_numpy())
 
 
 def _labelled(frame, labeller):
     return labeller(frame) if labeller is not None and len(frame) else frame
 
 
-def convert(pcap: str, out: str, labeller: RuleLabeller | None = None, **options) -> dict:
+def convert(pcap: str, out: str, labeller: Labeller | None = None, **options) -> dict:
     """`iadm features`: a capture file to a records file. A damaged capture still
     yields every record before the damage; the error is re-raised after they are written."""
     pipe = FeaturePipeline(**options)
@@ -63,6 +81,8 @@ def convert(pcap: str, out: str, labeller: RuleLabeller | None = None, **options
 
 def status_line(stats: dict, records_per_s: float) -> str:
     attacks = f" attacks {stats['rule_attacks']:,}" if "rule_attacks" in stats else ""
+    if "verdicts_sent" in stats:
+        attacks += f" verdicts {stats['verdicts_sent']:,} (refused {stats['verdicts_refused']:,})"
     skipped = sum(stats[k] for k in ("truncated", "bad_header", "other_ethertype", "unsupported"))
     return (f"[{time.strftime('%H:%M:%S')}] packets {stats['packets']:,} decoded {stats['decoded']:,} "
             f"skipped {skipped:,} flows {stats['flows_active']:,} evicted {stats['evicted']:,} "
@@ -71,7 +91,7 @@ def status_line(stats: dict, records_per_s: float) -> str:
 
 
 def watch(source, records_path: str | None = None, duration: float | None = None, status_every: float = 1.0,
-          stream=sys.stderr, labeller: RuleLabeller | None = None, **options) -> dict:
+          stream=sys.stderr, labeller: Labeller | None = None, **options) -> dict:
     """`iadm monitor`: live (an interface name) or replayed (a capture file), with a status line."""
     pipe = FeaturePipeline(**options)
     writer = RecordWriter(records_path) if records_path else None
@@ -84,7 +104,11 @@ def watch(source, records_path: str | None = None, duration: float | None = None
         batches = _live_batches(live, start, duration)
     else:
         batches = read_pcap(source["pcap"])
-    extra = (lambda: {"rule_attacks": labeller.attacks}) if labeller else dict
+    def extra():
+        if labeller is None:
+            return {}
+        out = {"rule_attacks": labeller.attacks}
+        return out | (labeller.responder.counts if labeller.responder else {})
     try:
         for batch in batches:
             for frame in pipe.push(batch):

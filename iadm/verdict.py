@@ -3,6 +3,9 @@
 A record is an attack when the rule engine or the model says so. Its
 category comes from the rule when a rule fired (a rule knows what it looks
 for), else from the model when its target was the category, else "Attack".
+A record whose best rule is a `pass` rule is Normal whatever the model
+says: a pass rule is the operator's word that this traffic is expected,
+and the way to silence a model's false positive without retraining.
 `source` says who said so: "rule+model", "rule", "model" or "" (normal);
 `agreement()` counts both / rule only / model only / neither, so operators
 see where the model corrects the rules and where the rules catch what the
@@ -28,6 +31,8 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
         model_attack = model["attack"].to_numpy(dtype=bool)
         model_label = model["label"].astype(str).to_numpy(dtype=object)
         score = model["score"].to_numpy(dtype=float)
+    passed = (rules["action"].astype(str).to_numpy() == "pass") if "action" in rules else np.zeros(len(rules), bool)
+    model_attack = model_attack & ~passed
     attack = rule_attack | model_attack
     model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
     category = np.where(rule_attack, rules["category"].to_numpy(dtype=object),

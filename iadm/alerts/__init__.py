@@ -1,0 +1,1 @@
+"""The alert log: written by the monitor, read by operators (`iadm alerts`)."""

@@ -1,0 +1,209 @@
+"""The live decision path: record frames -> opinions -> fused verdicts -> controller + alert log.
+
+Detector: the rule engine and the model give their opinions on every record
+and iadm.verdict.fuse turns them into one verdict per record.
+
+Responder: turns attack verdicts into at most one controller verdict per
+attacker and one alert line per decision, because a flood is hundreds of
+thousands of attack records a second:
+- The attacker is the record's source MAC (the host that sent the flow's
+  first packet), so a flood with forged IPv4 sources is blocked by the MAC
+  and switch port it really comes from; the controller pins the block to
+  the port where it learned the MAC. Records without a MAC fall back to
+  the source address.
+- A rule hit is enough to act. A model-only opinion acts once it holds for
+  `model_min_records` records of one attacker within one batch, so one odd
+  flow of a sensor does not cut the sensor off; below that it is logged
+  with action "allowed".
+- While a block on an attacker stands, its further attack records are
+  counted and summarised in one alert line every `realert_seconds`.
+- A refused verdict (allowlisted target) or an unreachable controller is
+  logged with the reason and retried no sooner than `realert_seconds`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from iadm.alerts.log import eve_timestamp
+from iadm.flows.records import mac_text
+from iadm.verdict import fuse
+
+log = logging.getLogger("iadm.detect")
+
+
+class Detector:
+    def __init__(self, engine, model=None, watcher=None):
+        self.engine = engine
+        self.model = model
+        self.watcher = watcher
+        self.model_name = os.path.basename(model.path).removesuffix(".joblib") if model is not None else ""
+        if model is not None:
+            model.check(pd.DataFrame(columns=_record_columns()), "monitor's flow records")
+
+    def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The fused verdict of every record, row for row."""
+        if self.watcher:
+            self.watcher.poll()
+        records = records.reset_index(drop=True)
+        rules = self.engine.evaluate(records).labels()
+        model = self.model.predict(records) if self.model is not None else None
+        target = self.model.card["target"] if self.model is not None else "attack"
+        return fuse(rules, model, target)
+
+    def rule(self, sid: int):
+        return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
+
+
+def _record_columns() -> list[str]:
+    from iadm.flows.records import RECORD_COLUMNS
+    return list(RECORD_COLUMNS)
+
+
+@dataclass
+class _Attacker:
+    """What the responder remembers about one attacker."""
+    held_until: float = 0.0          # no new verdict before this
+    last_alert: float = 0.0
+    unreported: int = 0              # attack records since the last alert line
+    block: dict = field(default_factory=dict)
+
+
+class Responder:
+    def __init__(self, client, alert_log, block_seconds: int = 300, model_min_records: int = 3, realert_seconds: float = 10.0, model_name: str = "",
+                 detector: Detector | None = None, clock=time.time):
+        self.client = client
+        self.alert_log = alert_log
+        self.block_seconds = block_seconds
+        self.model_min_records = model_min_records
+        self.realert_seconds = realert_seconds
+        self.model_name = detector.model_name if detector else ""
+        self.detector = detector
+        self.clock = clock
+        self.attackers: dict[str, _Attacker] = {}
+        self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
+
+    def __call__(self, records: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
+        attack = verdicts["attack"].to_numpy(dtype=bool)
+        if not attack.any():
+            return []
+        records = records.reset_index(drop=True)
+        rows = np.flatnonzero(attack)
+        self.counts["attack_records"] += len(rows)
+        who = _attacker_ids(records, rows)
+        events = []
+        for attacker in pd.unique(who):
+            mine = rows[who == attacker]
+            event = self._decide(attacker, records, verdicts, mine)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _decide(self, attacker: str, records, verdicts, mine: np.ndarray) -> dict | None:
+        now = self.clock()
+        state = self.attackers.setdefault(attacker, _Attacker())
+        state.unreported += len(mine)
+        by_rule = mine[np.char.find(verdicts["source"].to_numpy(dtype=str)[mine], "rule") >= 0]
+        actionable = len(by_rule) > 0 or len(mine) >= self.model_min_records
+        if now < state.held_until:
+            if now - state.last_alert < self.realert_seconds:
+                return None
+            return self._alert(attacker, state, records, verdicts, mine, by_rule, now, verdict=None)
+        verdict = None
+        if actionable and self.client is not None:
+            verdict = self._send(attacker, records, verdicts, by_rule if len(by_rule) else mine, now)
+            state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+        elif now - state.last_alert < self.realert_seconds:
+            return None
+        return self._alert(attacker, state, records, verdicts, mine, by_rule, now, verdict)
+
+    def _send(self, attacker: str, records, verdicts, rows, now: float) -> dict:
+        row = rows[0]
+        target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
+        category = f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}".rstrip("/")
+        said = verdicts["rule_msg"].iat[row] if "rule" in verdicts["source"].iat[row] else ""
+        reason = f"{category}: {said or 'model ' + str(verdicts['model_label'].iat[row])}"
+        source = f"iadm-monitor {verdicts['source'].iat[row]}" + (
+            f" sid {int(verdicts['rule_sid'].iat[row])}" if "rule" in verdicts["source"].iat[row] else "")
+        action = "block"  # the controller turns it into a mark when it runs alert-only
+        try:
+            doc = self.client.verdict(action=action, duration=self.block_seconds, reason=reason[:256],
+                                      source=source[:128], **target)
+        except Exception as exc:  # refused (4xx) or unreachable: logged, retried later, never fatal
+            self.counts["verdicts_refused"] += 1
+            log.warning("verdict %s %s not applied: %s", action, attacker, exc)
+            return {"action": action, "error": str(exc), "sent_at": now}
+        self.counts["verdicts_sent"] += 1
+        block = doc.get("block", {})
+        return {"action": block.get("action", action), "block_id": block.get("block_id"),
+                "match": block.get("match"), "sent_at": now, "installed_at": doc.get("installed_at"),
+                "installed_on": doc.get("installed_on", [])}
+
+    def _alert(self, attacker, state, records, verdicts, mine, by_rule, now, verdict) -> dict:
+        row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(verdicts["model_score"].to_numpy()[mine])])
+        sid = int(verdicts["rule_sid"].iat[row]) if "rule" in verdicts["source"].iat[row] else 0
+        rule = self.detector.rule(sid) if (self.detector and sid) else None
+        blocked = bool(verdict and verdict.get("action") == "block" and verdict.get("installed_on"))
+        if verdict is None and now < state.held_until and state.block.get("action") == "block" \
+                and state.block.get("installed_on"):
+            blocked = True  # still under the standing block
+        score = verdicts["model_score"].iat[row]
+        event = {
+            "timestamp": eve_timestamp(now), "event_type": "alert",
+            "flow_id": int(records["pkSeqID"].iat[row]) if "pkSeqID" in records else None,
+            "src_ip": str(records["saddr"].iat[row]), "src_port": _port(records["sport"].iat[row]),
+            "dest_ip": str(records["daddr"].iat[row]), "dest_port": _port(records["dport"].iat[row]),
+            "proto": str(records["proto"].iat[row]).upper(),
+            "src_mac": attacker if ":" in attacker else None,
+            "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": sid,
+                      "rev": rule.rev if rule else 0,
+                      "signature": (str(verdicts["rule_msg"].iat[row]) if sid else "") or
+                      f"model {self.model_name}: {verdicts['model_label'].iat[row]} (score {score:.2f})",
+                      "category": str(verdicts["category"].iat[row]),
+                      "severity": rule.priority if rule else 3},
+            "verdict_source": str(verdicts["source"].iat[row]),
+            "subcategory": str(verdicts["subcategory"].iat[row]),
+            "model": {"name": self.model_name, "label": str(verdicts["model_label"].iat[row]),
+                      "score": None if np.isnan(score) else round(float(score), 4)},
+            "features": {p.feature: _number(records[p.feature].iat[row]) for p in rule.predicates
+                         if p.feature in records} if rule else {},
+            "flow": {"stime": float(records["stime"].iat[row]), "ltime": float(records["ltime"].iat[row]),
+                     "pkts": int(records["pkts"].iat[row]), "bytes": int(records["bytes"].iat[row]),
+                     "state": str(records["state"].iat[row])},
+            "records": state.unreported,
+            "first_seen": float(records["stime"].to_numpy()[mine].min()),
+        }
+        if verdict is not None:
+            event["verdict"] = verdict
+            state.block = verdict
+        self.alert_log.write(event)
+        self.counts["alerts"] += 1
+        state.last_alert, state.unreported = now, 0
+        return event
+
+
+def _attacker_ids(records: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """The source MAC of each row as text, or its source address where no MAC was captured."""
+    saddr = records["saddr"].to_numpy(dtype=object)[rows]
+    if "smac" not in records:
+        return saddr.astype(str)
+    smac = records["smac"].to_numpy()[rows]
+    unique, inverse = np.unique(smac, return_inverse=True)
+    text = np.array([mac_text(int(m)) if m else "" for m in unique], dtype=object)[inverse]
+    return np.where(text == "", saddr.astype(str), text)
+
+
+def _port(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(value):
+    return value.item() if hasattr(value, "item") else value

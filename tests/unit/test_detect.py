@@ -1,0 +1,119 @@
+"""The live decision path: opinions -> verdicts -> controller requests and alert lines."""
+import json
+
+import pandas as pd
+import pytest
+
+from iadm.alerts.log import AlertLog, read_events
+from iadm.capture.batch import Batch
+from iadm.detect import Detector, Responder
+from iadm.flows.pipeline import FeaturePipeline
+from iadm.ml import registry
+from iadm.rules.engine import RuleEngine
+from iadm.sdn.client import ApiError
+from iadm.synth import ATTACKER_MAC, attacks, benign
+
+T0 = 1_700_000_000.0
+
+
+class FakeController:
+    """Answers verdicts as the controller does; refuses what is allowlisted."""
+
+    def __init__(self, allow=()):
+        self.allow = set(allow)
+        self.verdicts = []
+
+    def verdict(self, **fields):
+        self.verdicts.append(fields)
+        target = fields.get("src_mac") or fields.get("src_ip")
+        if target in self.allow:
+            raise ApiError(403, f"{target} is allowlisted")
+        return {"block": {"block_id": len(self.verdicts), "action": fields["action"],
+                          "match": {"eth_src": target}}, "installed_on": ["0000000000000001"],
+                "installed_at": T0}
+
+
+def records(packets, status_interval=0.1):
+    packets = sorted(packets, key=lambda p: p[0])
+    pipe = FeaturePipeline(status_interval=status_interval)
+    frames = pipe.push(Batch.from_frames([f for _, f in packets], [t for t, _ in packets]))
+    return [f for f in frames + pipe.finish() if len(f)]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Detector(RuleEngine.from_files(["rules/iot.rules"], "rules/variables.conf"),
+                    registry.load("models/default"))
+
+
+def run(detector, frames, responder):
+    for frame in frames:
+        frame = frame.reset_index(drop=True)
+        responder(frame, detector(frame))
+
+
+def test_a_flood_is_one_verdict_against_the_senders_mac(tmp_path, detector):
+    flood, _ = attacks(T0 + 5)
+    frames = records(benign(T0, 10.0, devices=2) + flood[:6000])   # the forged-source SYN flood only
+    controller = FakeController()
+    log = AlertLog(str(tmp_path / "alerts.json"))
+    clock = iter(range(10**6)).__next__
+    responder = Responder(controller, log, block_seconds=60, realert_seconds=1000, detector=detector,
+                          clock=lambda: T0 + clock() * 0.001)
+    run(detector, frames, responder)
+    log.close()
+    assert controller.verdicts == [{"action": "block", "duration": 60, "src_mac": ATTACKER_MAC,
+                                    "reason": controller.verdicts[0]["reason"],
+                                    "source": controller.verdicts[0]["source"]}]
+    assert "sid 10000" in controller.verdicts[0]["source"]
+    events = list(read_events(str(tmp_path / "alerts.json")))
+    assert len(events) == 1
+    event = events[0]
+    assert event["alert"]["action"] == "blocked" and event["alert"]["category"] in ("DDoS", "DoS")
+    assert event["alert"]["signature_id"] >= 1000001 and event["features"]
+    assert event["src_mac"] == ATTACKER_MAC and event["verdict"]["block_id"] == 1
+    assert event["model"]["name"] == "default" and event["verdict_source"].startswith("rule")
+    assert responder.counts["attack_records"] > 1000
+
+
+def test_benign_traffic_alone_sends_nothing(tmp_path, detector):
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector)
+    run(detector, records(benign(T0, 60.0, devices=3)), responder)
+    assert controller.verdicts == []
+
+
+def test_allowlisted_sender_is_refused_logged_and_not_retried_at_once(tmp_path, detector):
+    flood, _ = attacks(T0)
+    controller = FakeController(allow={ATTACKER_MAC})
+    now = [T0]
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), realert_seconds=5, detector=detector,
+                          clock=lambda: now[0])
+    frames = records(flood[:6000])
+    run(detector, frames, responder)
+    assert len(controller.verdicts) == 1 and responder.counts["verdicts_refused"] == 1
+    now[0] += 6
+    run(detector, frames[:3], responder)
+    assert len(controller.verdicts) == 2
+    events = [json.loads(line) for line in open(tmp_path / "a.json")]
+    assert events[0]["alert"]["action"] == "allowed" and "allowlisted" in events[0]["verdict"]["error"]
+
+
+def test_model_alone_needs_min_records_to_act(tmp_path):
+    class Rules:
+        ruleset = type("R", (), {"rules": []})()
+
+    verdicts = pd.DataFrame({"attack": [1, 1], "category": ["DoS"] * 2, "subcategory": ["", ""],
+                             "source": ["model"] * 2, "rule_sid": [0, 0], "rule_msg": ["", ""],
+                             "model_label": ["DoS"] * 2, "model_score": [0.9, 0.95]})
+    frame = pd.DataFrame({"pkSeqID": [1, 2], "saddr": ["10.0.0.5"] * 2, "sport": [1, 2], "daddr": ["10.0.0.2"] * 2,
+                          "dport": [80, 80], "proto": ["tcp"] * 2, "stime": [T0, T0], "ltime": [T0, T0],
+                          "pkts": [1, 1], "bytes": [60, 60], "state": ["REQ"] * 2, "smac": [5, 5]})
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), model_min_records=3)
+    events = responder(frame, verdicts)
+    assert controller.verdicts == [] and events[0]["alert"]["action"] == "allowed"
+    responder.model_min_records = 2
+    responder.attackers.clear()
+    responder(frame, verdicts)
+    assert controller.verdicts[0]["src_mac"] == "00:00:00:00:00:05"
