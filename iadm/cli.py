@@ -99,7 +99,9 @@ def cmd_monitor(args) -> int:
                              variables=config.variables,
                              responder_options={"client": client, "alert_log": alert_log,
                                                 "block_seconds": config.block_seconds,
+                                                "min_records": config.min_records,
                                                 "model_min_records": config.model_min_records,
+                                                "evidence_seconds": config.evidence_seconds,
                                                 "realert_seconds": config.realert_seconds})
         print(f"iadm monitor: rules {', '.join(args.rules or config.rule_files)}, model {config.model or 'none'}, "
               f"verdicts to {config.verdict_url or 'nobody (alerts only)'}, alert log {config.alert_log}",
@@ -144,6 +146,14 @@ def cmd_alerts(args) -> int:
         print(table(events))
     for err in errors:
         print(f"iadm alerts: skipped {err}", file=sys.stderr)
+    return 0
+
+
+def cmd_dataset_capture(args) -> int:
+    from iadm.scenario.dataset import capture
+    _, table = capture(args.scenario, args.output, detect=args.detect,
+                       say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(table)
     return 0
 
 
@@ -268,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--summary", action="store_true", help="counts per category, source and rule")
     p.add_argument("--follow", action="store_true", help="print new alerts as they arrive (Ctrl-C stops)")
     p.set_defaults(func=cmd_alerts)
+
+    dataset = sub.add_parser("dataset", help="labelled data from scenario runs").add_subparsers(
+        dest="dataset_command", required=True)
+    p = dataset.add_parser("capture", help="run a scenario on the Mininet topology; write the pcap, records "
+                                           "and labels by injection window")
+    p.add_argument("scenario", help="scenario file (scenarios/*.toml)")
+    p.add_argument("-o", "--output", required=True, help="directory for the pcap, records.parquet, run.json, logs")
+    p.add_argument("--detect", action="store_true", help="also run the live monitor (attackers get blocked, so "
+                                                         "attack windows end early)")
+    p.set_defaults(func=cmd_dataset_capture)
 
     rules = sub.add_parser("rules", help="rule files: check them").add_subparsers(dest="rules_command",
                                                                                  required=True)

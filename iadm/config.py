@@ -87,13 +87,15 @@ class MonitorConfig:
     rule_files: list = field(default_factory=lambda: ["rules/iot.rules"])
     variables: str | None = "rules/variables.conf"
     model: str | None = "models/default"
-    model_min_records: int = 3
     status_interval: float = 0.1
     idle_timeout: float = 30.0
     max_flows: int = 1 << 18
     verdict_url: str | None = None
     verdict_token: str = ""
     block_seconds: int = 300
+    min_records: int = 3
+    model_min_records: int = 10
+    evidence_seconds: float = 2.0
     realert_seconds: float = 10.0
     alert_log: str = "/var/log/iadm/alerts.json"
     alert_max_bytes: int = 64 << 20
@@ -108,13 +110,15 @@ _MONITOR_SCHEMA = {
     "rules.files": ("rule_files", list, lambda v: bool(v) and all(isinstance(x, str) for x in v)),
     "rules.variables": ("variables", str, None),
     "model.path": ("model", str, None),
-    "model.min_records": ("model_min_records", int, _positive),
     "flows.status_interval": ("status_interval", (int, float), _positive),
     "flows.idle_timeout": ("idle_timeout", (int, float), _positive),
     "flows.max_flows": ("max_flows", int, lambda v: v >= 16),
     "verdicts.url": ("verdict_url", str, lambda v: v.startswith(("http://", "https://"))),
     "verdicts.token": ("verdict_token", str, None),
     "verdicts.block_seconds": ("block_seconds", int, lambda v: 1 <= v <= 0xFFFF),
+    "verdicts.min_records": ("min_records", int, _positive),
+    "verdicts.model_min_records": ("model_min_records", int, _positive),
+    "verdicts.evidence_seconds": ("evidence_seconds", (int, float), _positive),
     "verdicts.realert_seconds": ("realert_seconds", (int, float), _positive),
     "alerts.log": ("alert_log", str, None),
     "alerts.max_bytes": ("alert_max_bytes", int, lambda v: v >= 4096),

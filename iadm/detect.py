@@ -11,10 +11,14 @@ thousands of attack records a second:
   and switch port it really comes from; the controller pins the block to
   the port where it learned the MAC. Records without a MAC fall back to
   the source address.
-- A rule hit is enough to act. A model-only opinion acts once it holds for
-  `model_min_records` records of one attacker within one batch, so one odd
-  flow of a sensor does not cut the sensor off; below that it is logged
-  with action "allowed".
+- Evidence before a block: within the last `evidence_seconds`, at least
+  `min_records` rule-flagged records of the attacker (or `model_min_records`
+  flagged by the model alone), and attack records at least `min_share` of
+  all its records. Window features (N_IN_Conn_*) describe the destination,
+  so while a flood hits a server, a benign host's odd record to that server
+  can match a flood rule; that host's other, normal records keep its share
+  low, and it gets an alert line ("allowed"), not a block. A flooder's
+  records are nearly all attacks.
 - While a block on an attacker stands, its further attack records are
   counted and summarised in one alert line every `realert_seconds`.
 - A refused verdict (allowlisted target) or an unreachable controller is
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,15 +77,27 @@ class _Attacker:
     last_alert: float = 0.0
     unreported: int = 0              # attack records since the last alert line
     block: dict = field(default_factory=dict)
+    evidence: deque = field(default_factory=deque)   # (time, records, attack records, rule-flagged)
+
+    def weigh(self, now: float, horizon: float, total: int, attacks: int, by_rule: int) -> tuple[int, int, int]:
+        self.evidence.append((now, total, attacks, by_rule))
+        while self.evidence and self.evidence[0][0] < now - horizon:
+            self.evidence.popleft()
+        sums = np.sum([e[1:] for e in self.evidence], axis=0)
+        return int(sums[0]), int(sums[1]), int(sums[2])
 
 
 class Responder:
-    def __init__(self, client, alert_log, block_seconds: int = 300, model_min_records: int = 3, realert_seconds: float = 10.0, model_name: str = "",
-                 detector: Detector | None = None, clock=time.time):
+    def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
+                 model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
+                 realert_seconds: float = 10.0, detector: Detector | None = None, clock=time.time):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
+        self.min_records = min_records
         self.model_min_records = model_min_records
+        self.evidence_seconds = evidence_seconds
+        self.min_share = min_share
         self.realert_seconds = realert_seconds
         self.model_name = detector.model_name if detector else ""
         self.detector = detector
@@ -93,23 +110,26 @@ class Responder:
         if not attack.any():
             return []
         records = records.reset_index(drop=True)
-        rows = np.flatnonzero(attack)
-        self.counts["attack_records"] += len(rows)
-        who = _attacker_ids(records, rows)
+        self.counts["attack_records"] += int(attack.sum())
+        by_rule = attack & (np.char.find(verdicts["source"].to_numpy(dtype=str), "rule") >= 0)
+        ids, who = np.unique(_attacker_ids(records, np.arange(len(records))), return_inverse=True)
+        totals = np.bincount(who, minlength=len(ids))
         events = []
-        for attacker in pd.unique(who):
-            mine = rows[who == attacker]
-            event = self._decide(attacker, records, verdicts, mine)
+        for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
+            mine = np.flatnonzero(attack & (who == k))
+            event = self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]))
             if event is not None:
                 events.append(event)
         return events
 
-    def _decide(self, attacker: str, records, verdicts, mine: np.ndarray) -> dict | None:
+    def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
+                total: int) -> dict | None:
         now = self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
-        by_rule = mine[np.char.find(verdicts["source"].to_numpy(dtype=str)[mine], "rule") >= 0]
-        actionable = len(by_rule) > 0 or len(mine) >= self.model_min_records
+        seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, len(mine), len(by_rule))
+        enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
+        actionable = enough and attacks >= self.min_share * seen
         if now < state.held_until:
             if now - state.last_alert < self.realert_seconds:
                 return None

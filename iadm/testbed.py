@@ -20,6 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_FILE = ROOT / "topology" / "gateway.py"
 
+# The management link: a veth from the root namespace (controller) to the
+# monitor host, on a link-local /30 that no topology traffic uses. The
+# monitor reaches the verdict API over it, as a monitor container would over
+# a gateway's management network; nothing on it is bridged to the switch.
+MGMT_CONTROLLER, MGMT_MONITOR, MGMT_PREFIX = "169.254.66.1", "169.254.66.2", 30
+MGMT_ROOT_IFACE, MGMT_MONITOR_IFACE = "iadm-mgmt0", "mgmt0"
+
 
 def load_topology():
     spec = importlib.util.spec_from_file_location("iadm_topology_gateway", TOPOLOGY_FILE)
@@ -51,14 +58,39 @@ def cleanup(switch: str = "s1") -> None:
         subprocess.run(["ip", "link", "del", link.name], check=False, stderr=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def management_link():
+    """The management veth, made before the controller starts (its API binds to MGMT_CONTROLLER);
+    gateway_network(management=True) moves the far end into the monitor host."""
+    def remove():
+        subprocess.run(["ip", "link", "del", MGMT_ROOT_IFACE], check=False, stderr=subprocess.DEVNULL)
+    remove()
+    subprocess.run(["ip", "link", "add", MGMT_ROOT_IFACE, "type", "veth", "peer", "name", MGMT_MONITOR_IFACE],
+                   check=True)
+    subprocess.run(["ip", "addr", "add", f"{MGMT_CONTROLLER}/{MGMT_PREFIX}", "dev", MGMT_ROOT_IFACE], check=True)
+    subprocess.run(["ip", "link", "set", MGMT_ROOT_IFACE, "up"], check=True)
+    try:
+        yield MGMT_CONTROLLER
+    finally:
+        remove()
+
+
+def _attach_management(monitor) -> None:
+    subprocess.run(["ip", "link", "set", MGMT_MONITOR_IFACE, "netns", str(monitor.pid)], check=True)
+    monitor.cmd(f"ip addr add {MGMT_MONITOR}/{MGMT_PREFIX} dev {MGMT_MONITOR_IFACE}; "
+                f"ip link set {MGMT_MONITOR_IFACE} up")
+
+
 def _terminated(*_signal_args):
     """SIGTERM unwinds like Ctrl-C, so the network is stopped and cleaned up on the way out."""
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20):
-    """The reference topology, started, connected to the controller at 127.0.0.1:controller_port."""
+def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20,
+                    management: bool = False):
+    """The reference topology, started, connected to the controller at 127.0.0.1:controller_port;
+    with `management`, the monitor host gets the far end of management_link()."""
     from mininet.log import setLogLevel
     from mininet.net import Mininet
     from mininet.node import RemoteController
@@ -73,6 +105,8 @@ def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: in
     try:
         net.build()
         net.start()
+        if management:
+            _attach_management(net.get("monitor"))
         if not net.waitConnected(timeout=wait):
             raise RuntimeError(f"the switch did not connect to the controller at 127.0.0.1:{controller_port} "
                                f"within {wait}s")
@@ -96,25 +130,26 @@ class ControllerProcess:
 
     def __init__(self, workdir: Path, token: str = "iadm-test-token", framework: str = "osken",
                  python: str = sys.executable, allowlist=("10.0.0.253",), monitor_port="s1-eth3",
-                 extra: str = ""):
+                 extra: str = "", api_host: str = "127.0.0.1"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.framework = framework
         self.python = python
         self.ofp_port = free_port()
+        self.api_host = api_host
         self.api_port = free_port()
         self.log_path = self.workdir / f"controller-{framework}.log"
         self.config_path = self.workdir / "controller.toml"
         self.config_path.write_text(
             f"[openflow]\nport = {self.ofp_port}\nmonitor_port = {monitor_port!r}\n"
             f"[blocks]\nstore = {str(self.workdir / 'blocks.sqlite')!r}\nallowlist = {list(allowlist)!r}\n"
-            f"[api]\nport = {self.api_port}\ntoken = {token!r}\n{extra}".replace("'", '"'))
+            f"[api]\nhost = {api_host!r}\nport = {self.api_port}\ntoken = {token!r}\n{extra}".replace("'", '"'))
         self.proc = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.api_host}:{self.api_port}"
 
     def client(self, token: str | None = None):
         from iadm.sdn.client import VerdictClient

@@ -12,7 +12,6 @@ Prints one JSON line: packets sent, seconds, achieved rate.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import random
@@ -21,8 +20,7 @@ import struct
 import sys
 import time
 
-TOPOLOGY_NET = ipaddress.IPv4Network("10.0.0.0/24")
-MAX_RATE, MAX_DURATION = 500_000, 120.0
+from bounds import MAX_DURATION, MAX_RATE, check
 
 
 def frames(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, dport: int, udp: bool, spoof: bool,
@@ -51,12 +49,7 @@ def main() -> int:
     parser.add_argument("--udp", action="store_true")
     parser.add_argument("--spoof", action="store_true", help="forge a random IPv4 source per packet")
     args = parser.parse_args()
-    if ipaddress.IPv4Address(args.dst) not in TOPOLOGY_NET:
-        parser.error(f"{args.dst} is outside the topology's {TOPOLOGY_NET}: refused")
-    if os.path.exists(f"/sys/class/net/{args.iface}/device"):
-        parser.error(f"{args.iface} is a physical interface: refused")
-    if not 1 <= args.rate <= MAX_RATE or not 0 < args.duration <= MAX_DURATION:
-        parser.error(f"rate 1..{MAX_RATE} and duration 0..{MAX_DURATION:.0f} s")
+    check(parser, dst=args.dst, rate=args.rate, duration=args.duration, iface=args.iface)
     with open(f"/sys/class/net/{args.iface}/address") as fh:
         src_mac = bytes.fromhex(fh.read().strip().replace(":", ""))
     own_ip = next((a for a in os.popen(f"ip -4 -o addr show {args.iface}").read().split() if "/" in a), "0.0.0.0/0")
@@ -66,6 +59,7 @@ def main() -> int:
     sock.bind((args.iface, 0))
     send = sock.send
     burst = max(1, min(256, args.rate // 1000))
+    started_at = time.time()
     start = time.monotonic()
     sent = 0
     end = start + args.duration
@@ -84,7 +78,8 @@ def main() -> int:
                 pass
         sent += min(burst, due - sent)
     elapsed = time.monotonic() - start
-    print(json.dumps({"sent": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed)}))
+    print(json.dumps({"sent": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed),
+                      "started_at": started_at}))
     return 0
 
 

@@ -42,8 +42,8 @@ def records(packets, status_interval=0.1):
 
 @pytest.fixture(scope="module")
 def detector():
-    return Detector(RuleEngine.from_files(["rules/iot.rules"], "rules/variables.conf"),
-                    registry.load("models/default"))
+    """Rules only: these tests are about the responder, not about the shipped model's quality."""
+    return Detector(RuleEngine.from_files(["rules/iot.rules"], "rules/variables.conf"))
 
 
 def run(detector, frames, responder):
@@ -72,7 +72,7 @@ def test_a_flood_is_one_verdict_against_the_senders_mac(tmp_path, detector):
     assert event["alert"]["action"] == "blocked" and event["alert"]["category"] in ("DDoS", "DoS")
     assert event["alert"]["signature_id"] >= 1000001 and event["features"]
     assert event["src_mac"] == ATTACKER_MAC and event["verdict"]["block_id"] == 1
-    assert event["model"]["name"] == "default" and event["verdict_source"].startswith("rule")
+    assert event["verdict_source"] == "rule" and event["model"]["score"] is None
     assert responder.counts["attack_records"] > 1000
 
 
@@ -99,6 +99,15 @@ def test_allowlisted_sender_is_refused_logged_and_not_retried_at_once(tmp_path, 
     assert events[0]["alert"]["action"] == "allowed" and "allowlisted" in events[0]["verdict"]["error"]
 
 
+def test_detector_names_its_model_and_refuses_one_the_records_cannot_feed():
+    detector = Detector(RuleEngine([]), registry.load("models/default"))
+    assert detector.model_name == "default"
+    model = registry.load("models/default")
+    model.card = dict(model.card, features=model.card["features"] + ["no_such_feature"])
+    with pytest.raises(registry.ModelError, match="no_such_feature"):
+        Detector(RuleEngine([]), model)
+
+
 def test_model_alone_needs_min_records_to_act(tmp_path):
     class Rules:
         ruleset = type("R", (), {"rules": []})()
@@ -117,3 +126,26 @@ def test_model_alone_needs_min_records_to_act(tmp_path):
     responder.attackers.clear()
     responder(frame, verdicts)
     assert controller.verdicts[0]["src_mac"] == "00:00:00:00:00:05"
+
+
+def test_a_host_mostly_normal_is_alerted_not_blocked(tmp_path):
+    """A benign host's odd records that match a flood rule while its server is flooded: alert only."""
+    n = 12
+    flagged = [1, 1, 1] + [0] * (n - 3)
+    verdicts = pd.DataFrame({"attack": flagged, "category": ["DDoS"] * 3 + ["Normal"] * (n - 3),
+                             "subcategory": ["UDP"] * 3 + ["Normal"] * (n - 3),
+                             "source": ["rule"] * 3 + [""] * (n - 3), "rule_sid": [1000005] * 3 + [0] * (n - 3),
+                             "rule_msg": ["UDP flood"] * 3 + [""] * (n - 3), "model_label": [""] * n,
+                             "model_score": [float("nan")] * n})
+    frame = pd.DataFrame({"pkSeqID": range(n), "saddr": ["10.0.0.1"] * n, "sport": range(n),
+                          "daddr": ["10.0.0.2"] * n, "dport": [5683] * n, "proto": ["udp"] * n,
+                          "stime": [T0] * n, "ltime": [T0] * n, "pkts": [1] * n, "bytes": [60] * n,
+                          "state": ["INT"] * n, "smac": [1] * n})
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), min_records=3)
+    events = responder(frame, verdicts)
+    assert controller.verdicts == [] and events[0]["alert"]["action"] == "allowed"
+    # The same three records with nothing normal beside them: a block.
+    responder.attackers.clear()
+    responder(frame.iloc[:3], verdicts.iloc[:3])
+    assert controller.verdicts[0]["src_mac"] == "00:00:00:00:00:01"

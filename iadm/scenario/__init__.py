@@ -1,0 +1,1 @@
+"""Scenario runs on the reference topology: benign background, attacks injected in known windows."""

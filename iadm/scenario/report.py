@@ -1,0 +1,143 @@
+"""What a run shows: per attack, when it started, was detected and was blocked, what leaked, what it cost.
+
+Every time comes from CLOCK_REALTIME: capture timestamps (tcpdump, kernel),
+the monitor's detection time and the controller's barrier-confirmed install
+time (both time.time()), so the differences are latencies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from iadm.alerts.log import read_events
+from iadm.capture.decode import decode
+from iadm.capture.pcapfile import read_pcap
+from iadm.scenario.label import GRACE
+from iadm.scenario.runner import RunResult
+
+BENIGN_HOST = "h1"
+
+
+def packet_times(pcap) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps and source MACs (as integers) of every packet of a capture."""
+    ts, macs = [], []
+    for batch in read_pcap(str(pcap)):
+        d = decode(batch)
+        ts.append(d.ts)
+        macs.append(d.src_mac)
+    if not ts:
+        return np.zeros(0), np.zeros(0, dtype=np.uint64)
+    return np.concatenate(ts), np.concatenate(macs)
+
+
+@dataclass
+class AttackOutcome:
+    name: str
+    start: float                    # window start (generator launched)
+    first_packet: float | None      # first attack packet at the victim
+    detected: float | None          # the monitor's first alert about an attacking host
+    blocked: float | None           # the drop rule confirmed on the switch
+    before: int                     # attack packets at the victim before the block
+    after: int                      # ... and after it
+    benign_lost: int                # Host1's requests to Host2 unanswered during the attack
+    blocked_hosts: list
+
+    @property
+    def detection_latency(self) -> float | None:
+        return self.detected - self.first_packet if self.detected and self.first_packet else None
+
+    @property
+    def time_to_block(self) -> float | None:
+        return self.blocked - self.first_packet if self.blocked and self.first_packet else None
+
+
+def outcomes(result: RunResult) -> list[AttackOutcome]:
+    events = list(read_events(str(result.alert_log))) if result.alert_log and result.alert_log.exists() else []
+    victims = {host: packet_times(path) for host, path in result.victim_pcaps.items() if path.exists()}
+    failed = np.array(result.devices.get(BENIGN_HOST, {}).get("failed_at", []), dtype=float)
+    out = []
+    for w in result.windows:
+        macs = np.array([int(m.replace(":", ""), 16) for m in w.macs], dtype=np.uint64)
+        ts, src = victims.get(w.target, (np.zeros(0), np.zeros(0, dtype=np.uint64)))
+        mine = ts[np.isin(src, macs) & (ts >= w.start - 0.5) & (ts <= w.end + GRACE)]
+        about = [e for e in events if e.get("src_mac") in w.macs and w.start - 0.5 <= e["_ts"] <= w.end + 5]
+        blocks = [e["verdict"] for e in about if e.get("verdict", {}).get("installed_on")
+                  and e["verdict"].get("action") == "block"]
+        blocked = min((b["installed_at"] for b in blocks), default=None)
+        out.append(AttackOutcome(
+            name=w.name, start=w.start, first_packet=float(mine.min()) if len(mine) else None,
+            detected=min((e["_ts"] for e in about), default=None), blocked=blocked,
+            before=int((mine < blocked).sum()) if blocked else len(mine),
+            after=int((mine >= blocked).sum()) if blocked else 0,
+            benign_lost=int(((failed >= w.start) & (failed <= w.end + GRACE)).sum()),
+            blocked_hosts=sorted({str(b.get("match", {}).get("eth_src")) for b in blocks})))
+    return out
+
+
+def _t(value: float | None, t0: float) -> str:
+    return f"t+{value - t0:6.2f}s" if value is not None else "      -  "
+
+
+def _ms(value: float | None) -> str:
+    return f"{value * 1000:7.0f} ms" if value is not None else "        -"
+
+
+def table(result: RunResult, rows: list[AttackOutcome]) -> str:
+    header = (f"{'attack':34} {'first packet':>12} {'detected':>11} {'blocked':>11} {'detect lat.':>11} "
+              f"{'to block':>10} {'leaked before':>13} {'after':>6} {'benign lost':>11}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r.name[:34]:34} {_t(r.first_packet, result.t0):>12} {_t(r.detected, result.t0):>11} "
+                     f"{_t(r.blocked, result.t0):>11} {_ms(r.detection_latency):>11} {_ms(r.time_to_block):>10} "
+                     f"{r.before:>13,} {r.after:>6,} {r.benign_lost:>11}")
+    h1 = result.devices.get(BENIGN_HOST, {}).get("counts", {})
+    sent = sum(c["sent"] for c in h1.values())
+    answered = sum(c["answered"] for c in h1.values())
+    per_service = ", ".join(f"{k} {v['answered']}/{v['sent']}" for k, v in h1.items())
+    lines.append(f"\nbenign Host1 -> Host2 over the whole run: {answered}/{sent} requests answered ({per_service})")
+    lines.append("blocks on the controller: " + (", ".join(
+        f"{b['match'].get('eth_src') or b['match'].get('ipv4_src')} ({b['action']}: {b['reason'][:50]})"
+        for b in result.blocks) or "none"))
+    if result.alert_log:
+        lines.append(f"alert log: {result.alert_log}  (review: iadm alerts {result.alert_log} --summary)")
+    return "\n".join(lines)
+
+
+def timeline(result: RunResult, rows: list[AttackOutcome], path, bin_seconds: float = 0.1) -> None:
+    """Packets/s per host at the monitor port, attack windows shaded, detection and block marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts, src = packet_times(result.pcap)
+    t0 = result.t0
+    end = max([w.end for w in result.windows] + [ts.max() if len(ts) else t0]) - t0 + 2
+    bins = np.arange(-2, end + bin_seconds, bin_seconds)
+    names = {int(f"0000000000{n:02x}", 16): name for name, n in
+             [("h1", 1), ("h2", 2)] + [(f"d{i}", 10 + i) for i in range(1, 10)] + [(f"a{i}", 100 + i)
+                                                                                    for i in range(1, 21)]}
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for mac in np.unique(src):
+        mine = ts[src == mac] - t0
+        if len(mine) < 10:
+            continue
+        counts, _ = np.histogram(mine, bins=bins)
+        ax.plot(bins[:-1], np.maximum(counts / bin_seconds, 0.5), label=names.get(int(mac), f"{int(mac):012x}"),
+                lw=1.2)
+    for w, r in zip(result.windows, rows):
+        ax.axvspan(w.start - t0, w.end - t0, color="tab:red", alpha=0.08)
+        ax.text(w.start - t0 + 0.2, 0.97, w.kind, transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+        if r.detected:
+            ax.axvline(r.detected - t0, color="tab:orange", ls="--", lw=1)
+        if r.blocked:
+            ax.axvline(r.blocked - t0, color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds since the background traffic started")
+    ax.set_ylabel("packets/s at the monitor port (log)")
+    ax.set_title(f"iadm scenario {result.outdir.name}: red = attack window, dashed = detected, "
+                 f"solid = drop rule on the switch", fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,149 @@
+"""Scenario files (TOML): the benign background and the attack windows, checked key by key.
+
+    name = "demo"
+    duration = 40                 # seconds of the whole run
+    devices = 1                   # extra IoT devices d1.. besides Host1
+    attackers = 3                 # attacker hosts a1..
+
+    [background]
+    devices = ["h1", "d1"]        # hosts running the IoT device role against Host2
+    scale = 1.0                   # rate multiplier of every benign service
+
+    [[attack]]
+    kind = "syn-flood"            # see KINDS
+    hosts = ["a1"]                # who attacks (several: a DDoS)
+    target = "h2"
+    start = 6                     # seconds after the background started
+    duration = 4
+    rate = 20000                  # packets/s (floods), probes/s (scans), bytes/s (upload), writes/s (trickle)
+    spoof = true                  # floods: forge a random IPv4 source per packet
+    # category, subcategory: default from the kind (DDoS when several hosts)
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+
+from iadm.config import ConfigError
+
+# kind: (category, subcategory, default rate, the unit of rate)
+KINDS = {
+    "syn-flood": ("DoS", "TCP", 20000, "packets/s"),
+    "hping3-syn": ("DoS", "TCP", 5000, "packets/s"),
+    "udp-flood": ("DoS", "UDP", 20000, "packets/s"),
+    "http-flood": ("DoS", "HTTP", 300, "connections/s"),
+    "service-scan": ("Reconnaissance", "Service_Scan", 1000, "probes/s"),
+    "os-fingerprint": ("Reconnaissance", "OS_Fingerprint", 200, "probes/s"),
+    "exfiltration": ("Theft", "Data_Exfiltration", 4_000_000, "bytes/s"),
+    "keylogging": ("Theft", "Keylogging", 2, "writes/s"),
+}
+FLOODS = ("syn-flood", "hping3-syn", "udp-flood", "http-flood")
+HOST_IPS = {"h1": 1, "h2": 2, "monitor": 253}
+
+
+def host_ip(name: str) -> str:
+    if name in HOST_IPS:
+        return f"10.0.0.{HOST_IPS[name]}"
+    if name[:1] in ("d", "a") and name[1:].isdigit():
+        return f"10.0.0.{(10 if name[0] == 'd' else 100) + int(name[1:])}"
+    raise ValueError(f"no host {name!r} in the topology (h1, h2, monitor, d1.., a1..)")
+
+
+def host_mac(name: str) -> str:
+    return "00:00:00:00:00:%02x" % int(host_ip(name).rsplit(".", 1)[1])
+
+
+@dataclass
+class Attack:
+    kind: str
+    hosts: list
+    target: str
+    start: float
+    duration: float
+    rate: float
+    spoof: bool = False
+    bytes: int = 8_000_000
+    port: int = 0
+    category: str = ""
+    subcategory: str = ""
+
+    @property
+    def name(self) -> str:
+        who = "+".join(self.hosts)
+        return f"{self.kind}{' (spoofed)' if self.spoof else ''} {who}->{self.target}"
+
+
+@dataclass
+class Scenario:
+    name: str
+    duration: float
+    devices: int = 1
+    attackers: int = 1
+    background_devices: list = field(default_factory=lambda: ["h1"])
+    scale: float = 1.0
+    attacks: list = field(default_factory=list)
+    path: str = ""
+
+
+def _get(doc: dict, key: str, types, where: str, default=None, check=None):
+    if key not in doc:
+        if default is None:
+            raise ConfigError(f"{where}: {key} is required")
+        return default
+    value = doc[key]
+    if isinstance(value, bool) != (types is bool) or not isinstance(value, types) or (check and not check(value)):
+        raise ConfigError(f"{where}: {key} has a bad value {value!r}")
+    return value
+
+
+def load_scenario(path: str) -> Scenario:
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"name", "duration", "devices", "attackers", "background", "attack"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    number = (int, float)
+    sc = Scenario(name=_get(doc, "name", str, path), path=path,
+                  duration=_get(doc, "duration", number, path, check=lambda v: 0 < v <= 600),
+                  devices=_get(doc, "devices", int, path, 1, lambda v: 0 <= v <= 5),
+                  attackers=_get(doc, "attackers", int, path, 1, lambda v: 0 <= v <= 20))
+    background = doc.get("background", {})
+    sc.background_devices = _get(background, "devices", list, f"{path}: [background]", ["h1"])
+    sc.scale = _get(background, "scale", number, f"{path}: [background]", 1.0, lambda v: 0 < v <= 20)
+    hosts = {"h1", "h2"} | {f"d{i}" for i in range(1, sc.devices + 1)} | {f"a{i}" for i in range(1, sc.attackers + 1)}
+    for name in sc.background_devices:
+        if name not in hosts - {"h2"}:
+            raise ConfigError(f"{path}: [background] devices: no device host {name!r}")
+    for n, a in enumerate(doc.get("attack", []), 1):
+        where = f"{path}: attack {n}"
+        extra = set(a) - {"kind", "hosts", "target", "start", "duration", "rate", "spoof", "bytes", "port",
+                          "category", "subcategory"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+        kind = _get(a, "kind", str, where)
+        if kind not in KINDS:
+            raise ConfigError(f"{where}: kind {kind!r}: expected one of {', '.join(KINDS)}")
+        category, subcategory, rate, _ = KINDS[kind]
+        attack_hosts = _get(a, "hosts", list, where)
+        for h in attack_hosts + [_get(a, "target", str, where)]:
+            if h not in hosts:
+                raise ConfigError(f"{where}: no host {h!r} in this topology ({', '.join(sorted(hosts))})")
+        attack = Attack(kind=kind, hosts=attack_hosts, target=a["target"],
+                        start=_get(a, "start", number, where, check=lambda v: 0 <= v < sc.duration),
+                        duration=_get(a, "duration", number, where, check=lambda v: 0 < v <= 120),
+                        rate=_get(a, "rate", number, where, rate, lambda v: v > 0),
+                        spoof=_get(a, "spoof", bool, where, False),
+                        bytes=_get(a, "bytes", int, where, 8_000_000, lambda v: 0 < v <= 100_000_000),
+                        port=_get(a, "port", int, where, 0, lambda v: 0 <= v <= 65535))
+        attack.category = _get(a, "category", str, where, "DDoS" if category == "DoS" and
+                               len(attack_hosts) > 1 else category)
+        attack.subcategory = _get(a, "subcategory", str, where, subcategory)
+        if attack.start + attack.duration > sc.duration:
+            raise ConfigError(f"{where}: ends at {attack.start + attack.duration}s, after the run ({sc.duration}s)")
+        sc.attacks.append(attack)
+    return sc
