@@ -130,7 +130,7 @@ class ControllerProcess:
 
     def __init__(self, workdir: Path, token: str = "iadm-test-token", framework: str = "osken",
                  python: str = sys.executable, allowlist=("10.0.0.253",), monitor_port="s1-eth3",
-                 extra: str = "", api_host: str = "127.0.0.1"):
+                 alert_only: bool = False, api_host: str = "127.0.0.1"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
@@ -144,7 +144,8 @@ class ControllerProcess:
         self.config_path.write_text(
             f"[openflow]\nport = {self.ofp_port}\nmonitor_port = {monitor_port!r}\n"
             f"[blocks]\nstore = {str(self.workdir / 'blocks.sqlite')!r}\nallowlist = {list(allowlist)!r}\n"
-            f"[api]\nhost = {api_host!r}\nport = {self.api_port}\ntoken = {token!r}\n{extra}".replace("'", '"'))
+            f"alert_only = {str(alert_only).lower()}\n"
+            f"[api]\nhost = {api_host!r}\nport = {self.api_port}\ntoken = {token!r}\n".replace("'", '"'))
         self.proc = None
 
     @property

@@ -67,7 +67,8 @@ def attack_command(attack: Attack, host: str) -> list[str]:
         port = attack.port or (80 if kind == "syn-flood" else 9)   # UDP 9 (discard) is closed: no answers
         return _py("flood.py", "--iface", f"{host}-eth0", "--dst", target, "--dst-mac", host_mac(attack.target),
                    "--dport", port, "--rate", int(rate), "--duration", seconds) \
-            + (["--udp"] if kind == "udp-flood" else []) + (["--spoof"] if attack.spoof else [])
+            + (["--udp"] if kind == "udp-flood" else []) + (["--spoof"] if attack.spoof else []) \
+            + (["--spoof-as", attack.spoof_as] if attack.spoof_as else [])
     if kind == "hping3-syn":   # bounded by count and interval
         return ["hping3", "-q", "-S", "-p", str(attack.port or 80), "-i", f"u{max(1, int(1e6 / rate))}",
                 "-c", str(int(rate * seconds)), *(["--rand-source"] if attack.spoof else []), target]
@@ -165,9 +166,8 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
         (outdir / stale).unlink(missing_ok=True)
     result = RunResult(outdir=outdir, t0=0.0, windows=[], detect=detect, pcap=outdir / "monitor.pcap",
                        alert_log=outdir / "alerts.json" if detect else None)
-    extra = "alert_only = true\n" if alert_only else ""
     with management_link(), ControllerProcess(outdir, token=TOKEN, api_host=MGMT_CONTROLLER,
-                                              extra=f"[blocks]\n{extra}" if extra else "") as controller:
+                                              alert_only=alert_only) as controller:
         say(f"controller up: OpenFlow 127.0.0.1:{controller.ofp_port}, verdict API {controller.url}"
             f"{' (alert-only)' if alert_only else ''}")
         with gateway_network(controller.ofp_port, devices=scenario.devices, attackers=scenario.attackers,

@@ -17,6 +17,7 @@
     duration = 4
     rate = 20000                  # packets/s (floods), probes/s (scans), bytes/s (upload), writes/s (trickle)
     spoof = true                  # floods: forge a random IPv4 source per packet
+    spoof_as = "10.0.0.253"       # floods: forge this one source instead (an allowlisted host's)
     # category, subcategory: default from the kind (DDoS when several hosts)
 """
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Attack:
     duration: float
     rate: float
     spoof: bool = False
+    spoof_as: str = ""
     bytes: int = 8_000_000
     port: int = 0
     category: str = ""
@@ -70,7 +72,8 @@ class Attack:
     @property
     def name(self) -> str:
         who = "+".join(self.hosts)
-        return f"{self.kind}{' (spoofed)' if self.spoof else ''} {who}->{self.target}"
+        forged = f" (as {self.spoof_as})" if self.spoof_as else " (spoofed)" if self.spoof else ""
+        return f"{self.kind}{forged} {who}->{self.target}"
 
 
 @dataclass
@@ -83,6 +86,15 @@ class Scenario:
     scale: float = 1.0
     attacks: list = field(default_factory=list)
     path: str = ""
+
+
+def _is_ipv4(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _get(doc: dict, key: str, types, where: str, default=None, check=None):
@@ -121,7 +133,7 @@ def load_scenario(path: str) -> Scenario:
             raise ConfigError(f"{path}: [background] devices: no device host {name!r}")
     for n, a in enumerate(doc.get("attack", []), 1):
         where = f"{path}: attack {n}"
-        extra = set(a) - {"kind", "hosts", "target", "start", "duration", "rate", "spoof", "bytes", "port",
+        extra = set(a) - {"kind", "hosts", "target", "start", "duration", "rate", "spoof", "spoof_as", "bytes", "port",
                           "category", "subcategory"}
         if extra:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
@@ -138,6 +150,7 @@ def load_scenario(path: str) -> Scenario:
                         duration=_get(a, "duration", number, where, check=lambda v: 0 < v <= 120),
                         rate=_get(a, "rate", number, where, rate, lambda v: v > 0),
                         spoof=_get(a, "spoof", bool, where, False),
+                        spoof_as=_get(a, "spoof_as", str, where, "", _is_ipv4),
                         bytes=_get(a, "bytes", int, where, 8_000_000, lambda v: 0 < v <= 100_000_000),
                         port=_get(a, "port", int, where, 0, lambda v: 0 <= v <= 65535))
         attack.category = _get(a, "category", str, where, "DDoS" if category == "DoS" and

@@ -24,11 +24,14 @@ from bounds import MAX_DURATION, MAX_RATE, check
 
 
 def frames(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, dport: int, udp: bool, spoof: bool,
-           count: int = 4096) -> list[bytes]:
+           count: int = 4096, spoof_as: str | None = None) -> list[bytes]:
     rng = random.Random(1)
     out = []
     for _ in range(count):
-        src = rng.getrandbits(32).to_bytes(4, "big") if spoof else socket.inet_aton(src_ip)
+        if spoof_as:
+            src = socket.inet_aton(spoof_as)
+        else:
+            src = rng.getrandbits(32).to_bytes(4, "big") if spoof else socket.inet_aton(src_ip)
         sport = rng.randrange(1024, 65535)
         l4 = (struct.pack("!HHHH", sport, dport, 8 + 32, 0) + b"\0" * 32 if udp
               else struct.pack("!HHIIBBHHH", sport, dport, rng.getrandbits(32), 0, 0x50, 0x02, 64240, 0, 0))
@@ -48,13 +51,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, required=True, help=f"seconds, at most {MAX_DURATION:.0f}")
     parser.add_argument("--udp", action="store_true")
     parser.add_argument("--spoof", action="store_true", help="forge a random IPv4 source per packet")
+    parser.add_argument("--spoof-as", help="forge this one IPv4 source (e.g. an allowlisted host's)")
     args = parser.parse_args()
     check(parser, dst=args.dst, rate=args.rate, duration=args.duration, iface=args.iface)
     with open(f"/sys/class/net/{args.iface}/address") as fh:
         src_mac = bytes.fromhex(fh.read().strip().replace(":", ""))
     own_ip = next((a for a in os.popen(f"ip -4 -o addr show {args.iface}").read().split() if "/" in a), "0.0.0.0/0")
     batch = frames(src_mac, bytes.fromhex(args.dst_mac.replace(":", "")), own_ip.split("/")[0], args.dst,
-                   args.dport, args.udp, args.spoof)
+                   args.dport, args.udp, args.spoof, spoof_as=args.spoof_as)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((args.iface, 0))
     send = sock.send
