@@ -125,10 +125,20 @@ class Device:
         self.reports = None
         self.reader = None
         self.failed_at: list[float] = []   # epoch times of unanswered requests (the first 5000)
+        self.started_at = time.time()
+        self.per_second: list[list[int]] = []   # [answered requests, bytes received] per second of the run
+
+    def _tally(self, answered: int, received: int) -> None:
+        second = int(time.time() - self.started_at)
+        while len(self.per_second) <= second:
+            self.per_second.append([0, 0])
+        self.per_second[second][0] += answered
+        self.per_second[second][1] += received
 
     def _count(self, name: str, ok: bool) -> None:
         self.counts[name]["sent"] += 1
         self.counts[name]["answered"] += int(ok)
+        self._tally(int(ok), 0)
         if not ok and len(self.failed_at) < 5000:
             self.failed_at.append(round(time.time(), 3))
 
@@ -187,6 +197,7 @@ class Device:
                     if not data:
                         break
                     got += len(data)
+                    self._tally(0, len(data))
         except OSError:
             pass
         self._count("firmware", got >= FIRMWARE_BYTES)
@@ -212,7 +223,8 @@ def run_device(server: str, duration: float, scale: float, seed: int) -> dict:
         due[i] += tasks[i][1] / scale
     if device.reports:
         device.reports.close()
-    return {"counts": device.counts, "failed_at": device.failed_at}
+    return {"counts": device.counts, "failed_at": device.failed_at, "started_at": device.started_at,
+            "per_second": device.per_second}
 
 
 def main() -> int:
