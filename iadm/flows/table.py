@@ -9,6 +9,9 @@ Semantics (Argus, as used to build Bot-IoT; choices where it is loose):
 - A flow is the 5-tuple in both directions; its source is the sender of its
   first packet. ICMP echo flows are keyed by the echo id (request and reply
   pair up); other ICMP and ARP between two hosts form one flow each.
+- smac: the MAC of the latest packet in the source direction, so a host
+  that sends on a flow key another opened (forged sources repeat) is the
+  one the record, and a block, points at.
 - Records are emitted at every status interval (packet time) for each flow
   that saw packets in it, and once more when a flow goes idle
   (idle_timeout) or is evicted. Every record carries the flow's totals so
@@ -129,7 +132,7 @@ class FlowTable:
             first_local = missing[first]
             self._open(inserted[first], keys[first_local], first_local + lo, swap[first_local], p)
         slots, inverse = np.unique(slot, return_inverse=True)
-        self._update(slots, inverse.ravel(), ts, swap, p.wirelen[sl], p.tcp_flags[sl])
+        self._update(slots, inverse.ravel(), ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl])
 
     def _take(self, idx) -> np.ndarray:
         n = len(idx)
@@ -174,7 +177,7 @@ class FlowTable:
         self.active[slots] = True
         self.stats["flows_created"] += len(slots)
 
-    def _update(self, slots, inverse, ts, swap, wirelen, flags) -> None:
+    def _update(self, slots, inverse, ts, swap, wirelen, flags, macs) -> None:
         col = self.col
         g = len(slots)
         fwd = (~swap) == self.init_is_a[slots[inverse]]   # sent by the flow's source
@@ -210,6 +213,12 @@ class FlowTable:
         np.bitwise_or.at(dflags, inverse[rev], flags[rev])
         col["sflags"][slots] |= sflags
         col["dflags"][slots] |= dflags
+        # smac is the latest source-direction sender: a host that reuses a flow key
+        # someone else opened (forged sources repeat) answers for what it sends now.
+        last = np.full(g, -1, dtype=np.int64)
+        np.maximum.at(last, inverse[fwd], np.flatnonzero(fwd))
+        sent = last >= 0
+        col["smac"][slots[sent]] = macs[last[sent]]
 
     # --- records out -----------------------------------------------------
     def _dirty(self, slots):

@@ -91,6 +91,18 @@ def test_syn_flood_records_and_window_counts():
     assert pipe.table.stats["flows_created"] == 150
 
 
+def test_a_second_sender_reusing_a_flow_key_takes_the_flow_over():
+    """Forged floods repeat (source, port) pairs; the host sending now answers for the flow."""
+    forged = IP(src="198.51.100.7", dst=B) / TCP(sport=5555, dport=80, flags="S")
+    first = Ether(src="00:00:00:00:00:65", dst="00:00:00:00:00:02") / forged
+    second = Ether(src="00:00:00:00:00:69", dst="00:00:00:00:00:02") / forged
+    answer = Ether(src="00:00:00:00:00:02", dst="00:00:00:00:00:69") / IP(src=B, dst="198.51.100.7") / \
+        TCP(sport=80, dport=5555, flags="R")
+    trace = [(1000.0, first), (1000.2, first), (1006.0, second), (1006.1, answer), (1006.2, second)]
+    recs, _ = records(trace, batch_size=2)
+    assert [hex(m) for m in recs.smac] == ["0x65", "0x69"]   # the answer does not count as the source
+
+
 def test_idle_flow_is_closed_and_a_later_packet_opens_a_new_one():
     p = E / IP(src=A, dst=B) / UDP(sport=1, dport=2)
     recs, pipe = records([(1000.0, p), (1040.0, p)], batch_size=1, idle_timeout=10.0)
