@@ -18,7 +18,8 @@ thousands of attack records a second:
   so while a flood hits a server, a benign host's odd record to that server
   can match a flood rule; that host's other, normal records keep its share
   low, and it gets an alert line ("allowed"), not a block. A flooder's
-  records are nearly all attacks.
+  records are nearly all attacks. The Z-score's opinion alone is logged,
+  never blocked on: an unusual value is not yet an attack.
 - While a block on an attacker stands, its further attack records are
   counted and summarised in one alert line every `realert_seconds`.
 - A refused verdict (allowlisted target) or an unreachable controller is
@@ -43,10 +44,11 @@ log = logging.getLogger("iadm.detect")
 
 
 class Detector:
-    def __init__(self, engine, model=None, watcher=None):
+    def __init__(self, engine, model=None, watcher=None, zscore=None):
         self.engine = engine
         self.model = model
         self.watcher = watcher
+        self.zscore = zscore
         self.model_name = os.path.basename(model.path).removesuffix(".joblib") if model is not None else ""
         if model is not None:
             model.check(pd.DataFrame(columns=_record_columns()), "monitor's flow records")
@@ -59,7 +61,8 @@ class Detector:
         rules = self.engine.evaluate(records).labels()
         model = self.model.predict(records) if self.model is not None else None
         target = self.model.card["target"] if self.model is not None else "attack"
-        return fuse(rules, model, target)
+        zscore = self.zscore.score(records) if self.zscore is not None else None
+        return fuse(rules, model, target, zscore)
 
     def rule(self, sid: int):
         return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
@@ -111,23 +114,26 @@ class Responder:
             return []
         records = records.reset_index(drop=True)
         self.counts["attack_records"] += int(attack.sum())
-        by_rule = attack & (np.char.find(verdicts["source"].to_numpy(dtype=str), "rule") >= 0)
+        source = verdicts["source"].to_numpy(dtype=str)
+        by_rule = attack & (np.char.find(source, "rule") >= 0)
+        acting = by_rule | (attack & (np.char.find(source, "model") >= 0))   # z-score alone never blocks
         ids, who = np.unique(_attacker_ids(records, np.arange(len(records))), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
         events = []
         for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
             mine = np.flatnonzero(attack & (who == k))
-            event = self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]))
+            event = self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
+                                 int(acting[mine].sum()))
             if event is not None:
                 events.append(event)
         return events
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
-                total: int) -> dict | None:
+                total: int, acting: int) -> dict | None:
         now = self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
-        seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, len(mine), len(by_rule))
+        seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, acting, len(by_rule))
         enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
         actionable = enough and attacks >= self.min_share * seen
         if now < state.held_until:
@@ -182,14 +188,14 @@ class Responder:
             "src_mac": attacker if ":" in attacker else None,
             "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": sid,
                       "rev": rule.rev if rule else 0,
-                      "signature": (str(verdicts["rule_msg"].iat[row]) if sid else "") or
-                      f"model {self.model_name}: {verdicts['model_label'].iat[row]} (score {score:.2f})",
+                      "signature": _signature(verdicts, row, sid, self.model_name),
                       "category": str(verdicts["category"].iat[row]),
                       "severity": rule.priority if rule else 3},
             "verdict_source": str(verdicts["source"].iat[row]),
             "subcategory": str(verdicts["subcategory"].iat[row]),
             "model": {"name": self.model_name, "label": str(verdicts["model_label"].iat[row]),
                       "score": None if np.isnan(score) else round(float(score), 4)},
+            "zscore": _finite(verdicts["zscore"].iat[row]) if "zscore" in verdicts else None,
             "features": {p.feature: _number(records[p.feature].iat[row]) for p in rule.predicates
                          if p.feature in records} if rule else {},
             "flow": {"stime": float(records["stime"].iat[row]), "ltime": float(records["ltime"].iat[row]),
@@ -223,6 +229,19 @@ def _port(value):
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _signature(verdicts, row: int, sid: int, model_name: str) -> str:
+    if sid:
+        return str(verdicts["rule_msg"].iat[row])
+    if "model" in verdicts["source"].iat[row]:
+        return f"model {model_name}: {verdicts['model_label'].iat[row]} (score {verdicts['model_score'].iat[row]:.2f})"
+    return f"z-score anomaly in {verdicts['subcategory'].iat[row]}: |z| = {verdicts['zscore'].iat[row]:.1f}"
+
+
+def _finite(value):
+    value = float(value)
+    return round(value, 3) if np.isfinite(value) else (None if np.isnan(value) else "inf")
 
 
 def _number(value):

@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 
-def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "attack") -> pd.DataFrame:
+def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "attack",
+         zscore: pd.DataFrame | None = None) -> pd.DataFrame:
     """rules: RuleEngine labels (attack, category, subcategory, sid, msg, action);
-    model: Model.predict output (label, attack, score) or None when no model is loaded."""
+    model: Model.predict output (label, attack, score) or None when no model is loaded;
+    zscore: ZScoreDetector.score output (zscore_attack, zscore_max, zscore_measurement) or None.
+
+    The Z-score is the third, unsupervised opinion: a record only it flags is an
+    attack of category "Anomaly" (subcategory: the measurement), which the
+    responder logs but never blocks on by itself."""
     rule_attack = rules["attack"].to_numpy(dtype=bool)
     if model is None:
         model_attack = np.zeros(len(rules), dtype=bool)
@@ -33,19 +39,30 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
         score = model["score"].to_numpy(dtype=float)
     passed = (rules["action"].astype(str).to_numpy() == "pass") if "action" in rules else np.zeros(len(rules), bool)
     model_attack = model_attack & ~passed
-    attack = rule_attack | model_attack
+    if zscore is not None:
+        z_attack = zscore["zscore_attack"].to_numpy(dtype=bool) & ~passed
+        z_max = zscore["zscore_max"].to_numpy(dtype=float)
+        z_measure = zscore["zscore_measurement"].to_numpy(dtype=object)
+    else:
+        z_attack = np.zeros(len(rules), dtype=bool)
+        z_max = np.full(len(rules), np.nan)
+        z_measure = np.full(len(rules), "", dtype=object)
+    attack = rule_attack | model_attack | z_attack
     model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
-    category = np.where(rule_attack, rules["category"].to_numpy(dtype=object),
-                        np.where(model_attack, model_category, "Normal"))
-    subcategory = np.where(rule_attack, rules["subcategory"].to_numpy(dtype=object),
-                           np.where(model_attack, "", "Normal"))
-    source = np.select([rule_attack & model_attack, rule_attack, model_attack], ["rule+model", "rule", "model"], "")
+    category = np.select([rule_attack, model_attack, z_attack],
+                         [rules["category"].to_numpy(dtype=object), model_category, "Anomaly"], "Normal")
+    subcategory = np.select([rule_attack, model_attack, z_attack],
+                            [rules["subcategory"].to_numpy(dtype=object), "", z_measure], "Normal")
+    parts = [np.where(rule_attack, "rule", ""), np.where(model_attack, "model", ""), np.where(z_attack, "zscore", "")]
+    source = pd.Series(parts[0]).str.cat([pd.Series(p) for p in parts[1:]], sep="+").str.strip("+") \
+        .str.replace("++", "+", regex=False).to_numpy(dtype=object)
     return pd.DataFrame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
                          "source": source, "rule_sid": rules["sid"].to_numpy(), "rule_msg": rules["msg"].to_numpy(),
-                         "model_label": model_label, "model_score": score})
+                         "model_label": model_label, "model_score": score, "zscore": z_max})
 
 
 def agreement(verdicts: pd.DataFrame) -> dict:
-    counts = verdicts["source"].value_counts()
-    return {"both": int(counts.get("rule+model", 0)), "rule_only": int(counts.get("rule", 0)),
-            "model_only": int(counts.get("model", 0)), "neither": int(counts.get("", 0))}
+    source = verdicts["source"].astype(str)
+    rule, model = source.str.contains("rule"), source.str.contains("model")
+    return {"both": int((rule & model).sum()), "rule_only": int((rule & ~model).sum()),
+            "model_only": int((model & ~rule).sum()), "neither": int((~rule & ~model).sum())}

@@ -1,6 +1,7 @@
 """The live decision path: opinions -> verdicts -> controller requests and alert lines."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -149,3 +150,25 @@ def test_a_host_mostly_normal_is_alerted_not_blocked(tmp_path):
     responder.attackers.clear()
     responder(frame.iloc[:3], verdicts.iloc[:3])
     assert controller.verdicts[0]["src_mac"] == "00:00:00:00:00:01"
+
+
+def test_zscore_alone_is_logged_never_blocked(tmp_path):
+    from iadm.stats.zscore import ZScoreDetector
+    detector = Detector(RuleEngine([]), zscore=ZScoreDetector(tolerance=3, min_count=5))
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, min_records=1)
+
+    def batch(values):
+        n = len(values)
+        return pd.DataFrame({"pkSeqID": range(n), "saddr": "10.0.0.1", "sport": 40000, "daddr": "10.0.0.2",
+                             "dport": 1883, "proto": "tcp", "stime": T0, "ltime": T0 + np.arange(n),
+                             "pkts": 3, "bytes": values, "state": "CON", "smac": 1})
+
+    for values in ([100, 101, 99, 100, 102, 98], [100] * 20):
+        frame = batch(values)
+        assert responder(frame, detector(frame)) == []
+    frame = batch([50_000] * 20)
+    events = responder(frame, detector(frame))
+    assert controller.verdicts == []
+    assert events[0]["verdict_source"] == "zscore" and events[0]["alert"]["category"] == "Anomaly"
+    assert events[0]["alert"]["action"] == "allowed" and "z-score anomaly in bytes" in events[0]["alert"]["signature"]
