@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 
 from iadm.config import ConfigError, load_controller_config
@@ -56,7 +58,8 @@ def _flow_options(args, config=None) -> dict:
             "max_flows": pick("max_flows", 1 << 18)}
 
 
-def _labeller(args, watch=False, model=None, responder_options=None, rule_files=None, variables=None):
+def _labeller(args, watch=False, model=None, responder_options=None, rule_files=None, variables=None,
+              zscore=None):
     rule_files = args.rules or rule_files
     if not rule_files:
         return None
@@ -64,7 +67,7 @@ def _labeller(args, watch=False, model=None, responder_options=None, rule_files=
     from iadm.rules.parser import RuleErrors
     try:
         return Labeller.from_rules(rule_files, args.vars or variables, watch=watch, model=model,
-                                   responder_options=responder_options)
+                                   responder_options=responder_options, zscore=zscore)
     except RuleErrors as errs:
         raise ValueError(f"rules not loaded:\n{errs}") from None
 
@@ -85,35 +88,55 @@ def cmd_features(args) -> int:
 
 def cmd_monitor(args) -> int:
     """Without --config: records (and rule labels) only. With it: the full detection path."""
-    from iadm.config import load_monitor_config
     from iadm.monitor import watch
-    config = load_monitor_config(args.config) if args.config else None
-    labeller = None
-    alert_log = None
-    if config:
-        from iadm.alerts.log import AlertLog
-        from iadm.sdn.client import VerdictClient
-        alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
-        client = VerdictClient(config.verdict_url, config.verdict_token) if config.verdict_url else None
-        labeller = _labeller(args, watch=True, model=config.model or None, rule_files=config.rule_files,
-                             variables=config.variables,
-                             responder_options={"client": client, "alert_log": alert_log,
-                                                "block_seconds": config.block_seconds,
-                                                "min_records": config.min_records,
-                                                "model_min_records": config.model_min_records,
-                                                "evidence_seconds": config.evidence_seconds,
-                                                "realert_seconds": config.realert_seconds})
-        print(f"iadm monitor: rules {', '.join(args.rules or config.rule_files)}, model {config.model or 'none'}, "
-              f"verdicts to {config.verdict_url or 'nobody (alerts only)'}, alert log {config.alert_log}",
-              file=sys.stderr, flush=True)
-    else:
-        labeller = _labeller(args, watch=True)
+    if not args.config:
+        watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
+              status_every=args.status_every, labeller=_labeller(args, watch=True), **_flow_options(args))
+        return 0
+    from iadm.config import load_monitor_config
+    config = load_monitor_config(args.config)
+    from iadm.alerts.log import AlertLog
+    from iadm.sdn.client import VerdictClient
+    zscore = None
+    if config.zscore:
+        from iadm.stats.zscore import ZScoreDetector
+        os.makedirs(os.path.dirname(os.path.abspath(config.zscore_db)), exist_ok=True)
+        zscore = ZScoreDetector(config.zscore_db, config.zscore_tolerance, config.zscore_frequency,
+                                config.zscore_min_count)
+    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
+    client = VerdictClient(config.verdict_url, config.verdict_token) if config.verdict_url else None
+    labeller = _labeller(args, watch=True, model=config.model or None, rule_files=config.rule_files,
+                         variables=config.variables, zscore=zscore,
+                         responder_options={"client": client, "alert_log": alert_log,
+                                            "block_seconds": config.block_seconds,
+                                            "min_records": config.min_records,
+                                            "model_min_records": config.model_min_records,
+                                            "evidence_seconds": config.evidence_seconds,
+                                            "realert_seconds": config.realert_seconds})
+    shared = {"stats": dict}
+    api = None
+    if config.api:
+        from iadm.api.operator import ErrorLog, MonitorState, OperatorServer
+        errors = ErrorLog()
+        logging.getLogger("iadm").addHandler(errors)
+        state = MonitorState(labeller.detector, labeller.responder, stats=lambda: shared["stats"](),
+                             alert_log=config.alert_log, client=client, errors=errors)
+        api = OperatorServer((config.api_host, config.api_port), state, config.api_token)
+        api.start()
+    print(f"iadm monitor: rules {', '.join(args.rules or config.rule_files)}, model {config.model or 'none'}, "
+          f"z-score {'on' if zscore else 'off'}, verdicts to {config.verdict_url or 'nobody (alerts only)'}, "
+          f"alert log {config.alert_log}"
+          + (f", operator API http://{api.server_address[0]}:{api.server_address[1]}/" if api else ""),
+          file=sys.stderr, flush=True)
     try:
         watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
-              status_every=args.status_every, labeller=labeller, **_flow_options(args, config))
+              status_every=args.status_every, labeller=labeller, shared=shared, **_flow_options(args, config))
     finally:
-        if alert_log:
-            alert_log.close()
+        if api:
+            api.shutdown()
+            api.server_close()
+        labeller.close()
+        alert_log.close()
     return 0
 
 

@@ -100,6 +100,15 @@ class MonitorConfig:
     alert_log: str = "/var/log/iadm/alerts.json"
     alert_max_bytes: int = 64 << 20
     alert_keep: int = 5
+    zscore: bool = True
+    zscore_db: str = "/var/lib/iadm/zscore.sqlite"
+    zscore_tolerance: float = 3.0
+    zscore_frequency: float = 24.0
+    zscore_min_count: int = 10
+    api: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = 8282
+    api_token: str = ""
 
 
 def _positive(v):
@@ -123,6 +132,15 @@ _MONITOR_SCHEMA = {
     "alerts.log": ("alert_log", str, None),
     "alerts.max_bytes": ("alert_max_bytes", int, lambda v: v >= 4096),
     "alerts.keep": ("alert_keep", int, _positive),
+    "zscore.enabled": ("zscore", bool, None),
+    "zscore.db": ("zscore_db", str, None),
+    "zscore.tolerance": ("zscore_tolerance", (int, float), lambda v: 2 <= v <= 6),
+    "zscore.frequency": ("zscore_frequency", (int, float), lambda v: 1 <= v <= 168),
+    "zscore.min_count": ("zscore_min_count", int, lambda v: v >= 2),
+    "api.enabled": ("api", bool, None),
+    "api.host": ("api_host", str, None),
+    "api.port": ("api_port", int, lambda v: 0 <= v <= 65535),
+    "api.token": ("api_token", str, None),
 }
 
 
@@ -132,4 +150,8 @@ def load_monitor_config(path: str | None) -> MonitorConfig:
     config.verdict_token = os.environ.get("IADM_API_TOKEN", config.verdict_token)
     if config.verdict_url and not config.verdict_token:
         raise ConfigError(f"{path}: verdicts.url is set but verdicts.token is empty and IADM_API_TOKEN is not set")
+    config.api_token = os.environ.get("IADM_OPERATOR_TOKEN", config.api_token)
+    if config.api and not config.api_token:
+        raise ConfigError(f"{path}: the operator API is on (api.enabled) but api.token is empty and "
+                          f"IADM_OPERATOR_TOKEN is not set")
     return config

@@ -107,6 +107,7 @@ class Responder:
         self.clock = clock
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
+        self.verdicts_by: dict[tuple, int] = {}   # (source, category) -> verdicts sent, for the metrics
 
     def __call__(self, records: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
         attack = verdicts["attack"].to_numpy(dtype=bool)
@@ -148,6 +149,11 @@ class Responder:
             return None
         return self._alert(attacker, state, records, verdicts, mine, by_rule, now, verdict)
 
+    def blocks_active(self) -> int:
+        now = self.clock()
+        return sum(1 for a in self.attackers.values() if a.held_until > now and a.block.get("action") == "block"
+                   and a.block.get("installed_on"))
+
     def _send(self, attacker: str, records, verdicts, rows, now: float) -> dict:
         row = rows[0]
         target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
@@ -165,6 +171,8 @@ class Responder:
             log.warning("verdict %s %s not applied: %s", action, attacker, exc)
             return {"action": action, "error": str(exc), "sent_at": now}
         self.counts["verdicts_sent"] += 1
+        by = (str(verdicts["source"].iat[row]), str(verdicts["category"].iat[row]))
+        self.verdicts_by[by] = self.verdicts_by.get(by, 0) + 1
         block = doc.get("block", {})
         return {"action": block.get("action", action), "block_id": block.get("block_id"),
                 "match": block.get("match"), "sent_at": now, "installed_at": doc.get("installed_at"),

@@ -16,14 +16,27 @@ class Labeller:
     """Fills the label columns of record frames from the fused verdicts, and
     hands attack verdicts to the responder (controller + alert log) when live."""
 
+    SAVE_EVERY = 30.0   # seconds between saves of the Z-score statistics
+
     def __init__(self, detector, responder=None):
         self.detector = detector
         self.responder = responder
         self.attacks = 0
+        self.saved_at = time.monotonic()
+
+    def idle(self) -> None:
+        """Housekeeping between batches: persist the Z-score statistics now and then."""
+        if self.detector.zscore is not None and time.monotonic() - self.saved_at >= self.SAVE_EVERY:
+            self.detector.zscore.save()
+            self.saved_at = time.monotonic()
+
+    def close(self) -> None:
+        if self.detector.zscore is not None:
+            self.detector.zscore.close()
 
     @classmethod
     def from_rules(cls, rule_files: list[str], variables: str | None, watch: bool = False,
-                   model: str | None = None, responder_options: dict | None = None):
+                   model: str | None = None, responder_options: dict | None = None, zscore=None):
         from iadm.detect import Detector, Responder
         from iadm.rules.engine import RuleEngine
         from iadm.rules.watch import RuleWatcher
@@ -35,7 +48,7 @@ class Labeller:
         if model:
             from iadm.ml.registry import load
             loaded = load(model)
-        detector = Detector(engine, loaded, watcher)
+        detector = Detector(engine, loaded, watcher, zscore)
         responder = None
         if responder_options is not None:
             responder = Responder(detector=detector, **responder_options)
@@ -91,8 +104,9 @@ def status_line(stats: dict, records_per_s: float) -> str:
 
 
 def watch(source, records_path: str | None = None, duration: float | None = None, status_every: float = 1.0,
-          stream=sys.stderr, labeller: Labeller | None = None, **options) -> dict:
-    """`iadm monitor`: live (an interface name) or replayed (a capture file), with a status line."""
+          stream=sys.stderr, labeller: Labeller | None = None, shared: dict | None = None, **options) -> dict:
+    """`iadm monitor`: live (an interface name) or replayed (a capture file), with a status line.
+    `shared["stats"]` is set to a function returning the current counters (for the operator API)."""
     pipe = FeaturePipeline(**options)
     writer = RecordWriter(records_path) if records_path else None
     start = last_status = time.monotonic()
@@ -109,6 +123,9 @@ def watch(source, records_path: str | None = None, duration: float | None = None
             return {}
         out = {"rule_attacks": labeller.attacks}
         return out | (labeller.responder.counts if labeller.responder else {})
+
+    if shared is not None:
+        shared["stats"] = lambda: pipe.stats() | (live.stats() if live else {}) | extra()
     try:
         for batch in batches:
             for frame in pipe.push(batch):
@@ -121,6 +138,8 @@ def watch(source, records_path: str | None = None, duration: float | None = None
                 rate = (stats["records"] - last_records) / (now - last_status)
                 print(status_line(stats, rate), file=stream, flush=True)
                 last_status, last_records = now, stats["records"]
+                if labeller is not None:
+                    labeller.idle()
             if duration is not None and now - start >= duration:
                 break
     except KeyboardInterrupt:

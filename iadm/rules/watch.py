@@ -22,7 +22,7 @@ class RuleWatcher:
         self.engine = engine
         self.requested = False
         self.stamps = self._stamps()
-
+        self.last_error: str | None = None   # the last refused reload, for the operator API
     def _files(self) -> list[str]:
         paths, variables = self.engine.ruleset.sources
         return list(paths) + ([variables] if variables else [])
@@ -57,6 +57,8 @@ class RuleWatcher:
                 log.error("rule reload refused: %s", err)
             log.error("rule reload refused (%d errors); still running the %d rules loaded before",
                       len(errs.errors), len(self.engine.ruleset))
+            self.last_error = str(errs.errors[0])
             return False
+        self.last_error = None
         log.info("rules reloaded: %d rules from %s", len(ruleset), ", ".join(self._files()))
         return True

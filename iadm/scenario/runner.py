@@ -18,12 +18,13 @@ from pathlib import Path
 
 from iadm.scenario.label import Window
 from iadm.scenario.spec import Attack, Scenario, host_ip, host_mac
-from iadm.testbed import (MGMT_CONTROLLER, ROOT, ControllerProcess, gateway_network,
+from iadm.testbed import (MGMT_CONTROLLER, MGMT_MONITOR, ROOT, ControllerProcess, gateway_network,
                           management_link)
 
 TRAFFIC = ROOT / "scripts" / "traffic"
 TOKEN = "iadm-scenario-token"
 STATUS_INTERVAL = 0.1   # the live monitor's; offline records of the run use the same
+OPERATOR_PORT = 8282    # the monitor's operator API, on its end of the management link
 
 
 @dataclass
@@ -113,7 +114,9 @@ def monitor_config(outdir: Path, api_url: str | None) -> Path:
         f'[model]\npath = "{ROOT / "models" / "default"}"\n'
         f'[flows]\nstatus_interval = {STATUS_INTERVAL}\n'
         f'[verdicts]\n{verdicts}block_seconds = 300\n'
-        f'[alerts]\nlog = "{outdir / "alerts.json"}"\n')
+        f'[alerts]\nlog = "{outdir / "alerts.json"}"\n'
+        f'[zscore]\ndb = "{outdir / "zscore.sqlite"}"\n'
+        f'[api]\nhost = "{MGMT_MONITOR}"\nport = {OPERATOR_PORT}\ntoken = "{TOKEN}"\n')
     return path
 
 
@@ -158,11 +161,12 @@ def _json_lines(path: Path) -> list[dict]:
 
 
 def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_only: bool = False,
-                 say=print) -> RunResult:
+                 say=print, before_teardown=None) -> RunResult:
+    """`before_teardown(net, controller)` runs once the schedule is done, with everything still up."""
     outdir = Path(outdir).resolve()
     logs = outdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for stale in ("blocks.sqlite", "alerts.json", "monitor.pcap"):
+    for stale in ("blocks.sqlite", "alerts.json", "monitor.pcap", "zscore.sqlite"):
         (outdir / stale).unlink(missing_ok=True)
     result = RunResult(outdir=outdir, t0=0.0, windows=[], detect=detect, pcap=outdir / "monitor.pcap",
                        alert_log=outdir / "alerts.json" if detect else None)
@@ -174,7 +178,7 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
                              management=True) as net:
             procs = _Procs(logs)
             try:
-                _run(scenario, net, controller, procs, result, detect, say)
+                _run(scenario, net, controller, procs, result, detect, say, before_teardown)
             finally:
                 procs.stop_all()
             result.blocks = controller.client().blocks()
@@ -182,7 +186,8 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
     return result
 
 
-def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, detect: bool, say) -> None:
+def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, detect: bool, say,
+         before_teardown) -> None:
     outdir = result.outdir
     names = [h.name for h in net.hosts]
     say(f"topology up: {', '.join(names)}; switch s1 (userspace OVS, OpenFlow 1.3)")
@@ -263,6 +268,8 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
     for path in sorted(procs.logdir.glob("attack-*.log")):
         result.generators[path.stem] = path.read_text(errors="replace")[-400:]
     time.sleep(0.5)   # the last packets reach the captures
+    if before_teardown is not None:
+        before_teardown(net, controller)
     if live is not None:
         procs.stop(live)
     for proc in captures:

@@ -43,6 +43,7 @@ class GatewayController:
         self.alert_only = alert_only
         self.clock = clock
         self.switches: dict[int, SwitchState] = {}
+        self.counts = {"verdicts": {}, "packet_ins": 0}   # read by the metrics
         self._lock = threading.RLock()
 
     # --- switch events -------------------------------------------------
@@ -77,6 +78,7 @@ class GatewayController:
 
     def packet_in(self, dpid: int, in_port: int, eth_src: str, eth_dst: str) -> None:
         """Learn where eth_src lives; the switch itself already forwarded the packet."""
+        self.counts["packet_ins"] += 1
         eth_src = eth_src.lower()
         if int(eth_src[:2], 16) & 1:
             return  # a group address is never a source
@@ -122,8 +124,12 @@ class GatewayController:
 
     def apply_verdict(self, verdict: Verdict) -> tuple[int, dict]:
         """Act on a validated verdict; returns (HTTP status, JSON document)."""
-        if verdict.action == "unblock":
-            return self._unblock(verdict)
+        result = self._unblock(verdict) if verdict.action == "unblock" else self._block(verdict)
+        counts = self.counts["verdicts"]
+        counts[verdict.action] = counts.get(verdict.action, 0) + 1
+        return result
+
+    def _block(self, verdict: Verdict) -> tuple[int, dict]:
         protected_by = self.allowlist.covers(verdict)
         if protected_by:
             target = verdict.src_ip or verdict.src_mac

@@ -20,25 +20,16 @@ import json
 import re
 from dataclasses import dataclass
 
+from iadm.httpjson import ApiError
+
 ACTIONS = ("block", "alert", "unblock")
 MAX_DURATION = 0xFFFF
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _FIELDS = {"action", "src_ip", "src_mac", "in_port", "duration", "reason", "source", "block_id"}
 
 
-class VerdictError(ValueError):
+class VerdictError(ApiError):
     """A refused verdict: HTTP status, message, and the field at fault."""
-
-    def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.field = field
-
-    def as_json(self) -> dict:
-        err = {"status": self.status, "message": str(self)}
-        if self.field:
-            err["field"] = self.field
-        return {"error": err}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 Real OVS, real Mininet hosts, real generators; the controller and the monitor
 as their own processes, talking over the management link.
 """
+import http.client
+import json
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from iadm.alerts.log import read_events
 from iadm.scenario.report import outcomes, packet_times
 from iadm.scenario.runner import run_scenario
 from iadm.scenario.spec import host_mac, load_scenario
+from iadm.testbed import MGMT_CONTROLLER
 
 SCENARIO = """
 name = "{name}"
@@ -52,11 +55,35 @@ def scenario(tmp_path: Path, name: str, duration: int, *attacks: str):
     return load_scenario(str(path))
 
 
+OPERATOR_SEEN = {}
+
+
+def _ask_the_operator_api(net, controller):
+    """While the run is still up: the live monitor's operator API over the management link."""
+    from iadm.scenario.runner import OPERATOR_PORT, TOKEN
+    from iadm.testbed import MGMT_MONITOR
+    conn_args = (MGMT_MONITOR, OPERATOR_PORT)
+    for path in ("/status", "/alerts?limit=500", "/blocks", "/bytes_total/stats?limit=1"):
+        conn = http.client.HTTPConnection(*conn_args, timeout=5)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        OPERATOR_SEEN[path.split("?")[0]] = (resp.status, json.loads(resp.read()))
+        conn.close()
+    conn = http.client.HTTPConnection(*conn_args, timeout=5)
+    conn.request("GET", "/metrics")
+    OPERATOR_SEEN["/metrics"] = conn.getresponse().read().decode()
+    conn.close()
+    conn = http.client.HTTPConnection(MGMT_CONTROLLER, controller.api_port, timeout=5)
+    conn.request("GET", "/metrics")
+    OPERATOR_SEEN["controller /metrics"] = conn.getresponse().read().decode()
+    conn.close()
+
+
 @pytest.fixture(scope="module")
 def blocking_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     return run_scenario(scenario(tmp, "blocking", 14, SYN_FLOOD, FORGED_AS_MONITOR), tmp / "run",
-                        say=lambda text: None)
+                        say=lambda text: None, before_teardown=_ask_the_operator_api)
 
 
 def test_syn_flood_is_blocked_at_the_attackers_port_and_benign_traffic_flows(blocking_run):
@@ -88,6 +115,22 @@ def test_flood_forged_as_an_allowlisted_host_blocks_the_sender_not_that_host(blo
     matches = [b["match"] for b in blocking_run.blocks]
     assert all(m.get("ipv4_src") != "10.0.0.253" and m.get("eth_src") != host_mac("monitor") for m in matches)
     assert {m.get("eth_src") for m in matches} == {host_mac("a1"), host_mac("a2")}   # nobody else
+
+
+def test_the_live_monitors_operator_api_and_metrics(blocking_run):
+    status, doc = OPERATOR_SEEN["/status"]
+    assert status == 200 and doc["components"]["capture"]["packets"] > 1000
+    assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 18
+    assert doc["components"]["responder"]["verdicts_sent"] == 2
+    status, alerts = OPERATOR_SEEN["/alerts"]
+    assert {a.get("src_mac") for a in alerts["items"] if "verdict" in a} == {host_mac("a1"), host_mac("a2")}
+    status, blocks = OPERATOR_SEEN["/blocks"]
+    assert status == 200 and len(blocks["blocks"]) == 2                # read through from the controller
+    status, stats = OPERATOR_SEEN["/bytes_total/stats"]
+    assert status == 200 and stats["total"] > 0                        # the Z-score saw the background
+    assert 'iadm_monitor_verdicts_total{category=' in OPERATOR_SEEN["/metrics"]
+    assert "iadm_monitor_kernel_drops_total 0.0" in OPERATOR_SEEN["/metrics"]
+    assert 'iadm_controller_blocks_active{action="block"} 2.0' in OPERATOR_SEEN["controller /metrics"]
 
 
 def test_alert_only_mode_marks_and_lets_the_flood_through(tmp_path):

@@ -94,6 +94,8 @@ def test_wrong_content_type_unknown_route_and_method(api):
     assert request(port, "GET", "/v1/nothing")[0] == 404
     assert request(port, "DELETE", "/v1/blocks")[0] == 405
     assert request(port, "GET", "/v1/verdicts")[0] == 405
+    status, doc = request(port, "TRACE", "/v1/blocks")   # not the base class's HTML 501
+    assert status == 405 and doc["error"]["status"] == 405
 
 
 def test_server_refuses_to_start_without_token(gateway):

@@ -41,3 +41,19 @@ def test_token_is_required(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_controller_config(str(tmp_path / "none.toml"))
+
+
+def test_shipped_monitor_config_loads_and_needs_its_tokens(tmp_path, monkeypatch):
+    from iadm.config import load_monitor_config
+    monkeypatch.setenv("IADM_OPERATOR_TOKEN", "op")
+    config = load_monitor_config("config/monitor.toml")
+    assert config.status_interval == 0.1 and config.zscore and config.api_token == "op"
+    monkeypatch.delenv("IADM_OPERATOR_TOKEN")
+    with pytest.raises(ConfigError, match="api.token is empty"):
+        load_monitor_config("config/monitor.toml")
+    path = write(tmp_path, '[verdicts]\nurl = "http://127.0.0.1:8181"\n[api]\nenabled = false\n')
+    with pytest.raises(ConfigError, match="verdicts.token is empty"):
+        load_monitor_config(path)
+    path = write(tmp_path, "[zscore]\ntolerance = 9\n")
+    with pytest.raises(ConfigError, match="zscore.tolerance"):
+        load_monitor_config(path)
