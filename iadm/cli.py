@@ -180,6 +180,51 @@ def cmd_dataset_capture(args) -> int:
     return 0
 
 
+def _anomaly_data(args):
+    from iadm.ml.datasets import load
+    frame, report = load(args.data, ["saddr", "daddr", "sport", "dport", "proto", "bytes", "pkts", "stime", "ltime"],
+                         names_file=getattr(args, "names", None))
+    print(f"{args.data}: {report.rows_kept:,} of {report.rows_read:,} rows kept", file=sys.stderr)
+    return frame
+
+
+def cmd_anomaly_compare(args) -> int:
+    from iadm.stats.compare import compare, plot, ranking
+    table, curves = compare(_anomaly_data(args), detectors=args.detectors, top_services=args.services)
+    if not len(table):
+        print("no service has enough records with more than one value to compare detectors on")
+        return 1
+    with pd_options():
+        print(table.round(4).to_string(index=False))
+        print("\nmean rank per detector (1 = best; EM higher is better, MV lower is better):")
+        print(ranking(table).round(3).to_string())
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        table.to_csv(os.path.join(args.output, "anomaly-compare.csv"), index=False)
+        plot(curves, table, os.path.join(args.output, "em-mv.png"))
+        print(f"\n-> {args.output}/anomaly-compare.csv, {args.output}/em-mv.png")
+    return 0
+
+
+def cmd_anomaly_scan(args) -> int:
+    from iadm.stats.zscore import MEASUREMENTS, ZScoreDetector
+    detector = ZScoreDetector(args.db, args.tolerance, args.frequency, args.min_count)
+    try:
+        flagged = detector.scan(_anomaly_data(args))
+    finally:
+        detector.close()
+    print(f"{len(flagged):,} records scanned in periods of {args.frequency:g} h, tolerance {args.tolerance:g}: "
+          f"{int(flagged['zscore_attack'].sum()):,} anomalous")
+    for m in MEASUREMENTS:
+        print(f"  {m:16} {len(detector.anomalies(m)):>8,} open anomalies")
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+    return pd.option_context("display.width", 200, "display.max_columns", 20)
+
+
 def cmd_rules_check(args) -> int:
     from collections import Counter
 
@@ -301,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--summary", action="store_true", help="counts per category, source and rule")
     p.add_argument("--follow", action="store_true", help="print new alerts as they arrive (Ctrl-C stops)")
     p.set_defaults(func=cmd_alerts)
+
+    anomaly = sub.add_parser("anomaly", help="unsupervised detectors: compare them, or run the Z-score in batch "
+                                             "mode").add_subparsers(dest="anomaly_command", required=True)
+    p = anomaly.add_parser("compare", help="Isolation Forest, LOF, One-Class SVM, half-space trees and Z-score "
+                                           "per measurement and service, ranked by Excess-Mass and Mass-Volume")
+    p.add_argument("data", help="records (.csv/.parquet) or Bot-IoT CSV; labels, when present, add PR-AUC")
+    p.add_argument("--detectors", nargs="+", default=["iforest", "lof", "ocsvm", "hst", "zscore"],
+                   choices=["iforest", "lof", "ocsvm", "hst", "zscore"])
+    p.add_argument("--services", type=int, default=4, help="the most frequent services compared (4)")
+    p.add_argument("-o", "--output", help="directory for the table (CSV) and the EM/MV curves (PNG)")
+    p.set_defaults(func=cmd_anomaly_compare)
+    p = anomaly.add_parser("scan", help="the Z-score detector in batch mode, period by period")
+    p.add_argument("data")
+    p.add_argument("--db", help="SQLite file: statistics carried over between scans")
+    p.add_argument("--tolerance", type=float, default=3.0, help="|z| above this is anomalous (2-6; 3)")
+    p.add_argument("--frequency", type=float, default=24.0, help="hours per period (1-168; 24)")
+    p.add_argument("--min-count", type=int, default=10, help="values of a key before it may flag (10)")
+    p.set_defaults(func=cmd_anomaly_scan)
 
     dataset = sub.add_parser("dataset", help="labelled data from scenario runs").add_subparsers(
         dest="dataset_command", required=True)
