@@ -48,16 +48,21 @@ _SCHEMA = {
 }
 
 
-def _load(path: str | None, schema: dict, config):
-    if not path:
-        return config
+def read_toml(path: str) -> dict:
+    """A TOML file, or a ConfigError naming the file and what is wrong."""
     try:
         with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+            return tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _load(path: str | None, schema: dict, config):
+    if not path:
+        return config
+    doc = read_toml(path)
     for section, values in doc.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: {section!r} must be a [section]")

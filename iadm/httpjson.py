@@ -36,6 +36,17 @@ class ApiError(ValueError):
         return {"error": err}
 
 
+def json_object(raw: bytes, error=ApiError) -> dict:
+    """A request body that must be one JSON object; `error` (an ApiError class) names what is wrong."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(400, f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise error(400, "body must be a JSON object")
+    return doc
+
+
 class JsonHandler(BaseHTTPRequestHandler):
     """Subclasses set ROUTES: [(method, path pattern with {name} parts, handler method name)]."""
     server_version = "iadm"
@@ -92,14 +103,7 @@ class JsonHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def json_body(self) -> dict:
-        raw = self.raw_body()
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"body is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "body must be a JSON object")
-        return doc
+        return json_object(self.raw_body())
 
     def query(self) -> dict:
         """Query parameters, each given at most once."""

@@ -21,7 +21,6 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 

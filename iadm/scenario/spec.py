@@ -22,10 +22,9 @@
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 
-from iadm.config import ConfigError
+from iadm.config import ConfigError, read_toml
 
 # kind: (category, subcategory, default rate, the unit of rate)
 KINDS = {
@@ -109,13 +108,7 @@ def _get(doc: dict, key: str, types, where: str, default=None, check=None):
 
 
 def load_scenario(path: str) -> Scenario:
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path)
     unknown = set(doc) - {"name", "duration", "devices", "attackers", "background", "attack"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -16,11 +16,10 @@ refused with the field that is wrong.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 
-from iadm.httpjson import ApiError
+from iadm.httpjson import ApiError, json_object
 
 ACTIONS = ("block", "alert", "unblock")
 MAX_DURATION = 0xFFFF
@@ -65,12 +64,7 @@ def _text(doc: dict, name: str, limit: int) -> str:
 
 
 def parse_verdict(body: bytes) -> Verdict:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise VerdictError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise VerdictError(400, "body must be a JSON object")
+    doc = json_object(body, VerdictError)
     unknown = sorted(set(doc) - _FIELDS)
     if unknown:
         raise VerdictError(400, f"unknown field {unknown[0]!r}", unknown[0])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 from pcaptools import write_pcap, write_pcapng
-from scapy.all import IP, TCP, UDP, Ether
+from scapy.all import IP, UDP, Ether
 
 from iadm.capture.batch import CaptureError
 from iadm.capture.decode import decode
