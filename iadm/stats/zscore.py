@@ -83,7 +83,8 @@ class ZScoreDetector:
         self.max_keys = int(max_keys)
         self.stats_counters = {"keys_dropped": 0}
         self._lock = threading.RLock()
-        self.index = pd.Index([], dtype=object)       # key text -> slot
+        self.keys: list[str] = []                      # slot -> key text
+        self.slot_by_key: dict[str, int] = {}          # key text -> slot (a dict: cheap to grow)
         self._ids: dict[int, str] = {}           # slot -> key id, computed when asked for
         self._slots_by_id: dict[str, int] | None = None
         self._rewrite = False
@@ -113,22 +114,26 @@ class ZScoreDetector:
         self.dirty = grow(self.dirty if old else None).astype(bool)
         self.capacity = capacity
 
-    def _slots(self, keys: np.ndarray, fields: pd.DataFrame) -> np.ndarray:
-        slots = self.index.get_indexer(keys)
+    def _lookup(self, keys: np.ndarray) -> np.ndarray:
+        get = self.slot_by_key.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        slots = self._lookup(keys)
         new = slots < 0
         if new.any():
-            fresh, first = np.unique(keys[new], return_index=True)
+            fresh = np.unique(keys[new])
             if self.size + len(fresh) > self.max_keys:
                 self._compact(keep=max(0, min(self.max_keys // 2, self.max_keys - len(fresh))))
-                if len(fresh) > self.max_keys:   # more new keys than fit: the rest are not tracked
-                    fresh, first = fresh[:self.max_keys], first[:self.max_keys]
+                fresh = fresh[:self.max_keys]   # more new keys than fit: the rest are not tracked
             start = self.size
             if start + len(fresh) > self.capacity:
                 self._alloc(max(self.capacity * 2, start + len(fresh)))
-            self.index = self.index.append(pd.Index(fresh, dtype=object))
+            self.slot_by_key.update(zip(fresh.tolist(), range(start, start + len(fresh))))
+            self.keys.extend(fresh.tolist())
             self._slots_by_id = None
             self.size += len(fresh)
-            slots = self.index.get_indexer(keys)
+            slots = self._lookup(keys)
         return slots
 
     def _compact(self, keep: int) -> None:
@@ -146,7 +151,8 @@ class ZScoreDetector:
         self.seen[:kept] = self.seen[order]
         self.seen[kept:] = 0.0
         self._ids, self._slots_by_id = {}, None
-        self.index = pd.Index(self.index.to_numpy()[order], dtype=object)
+        self.keys = [self.keys[i] for i in order]
+        self.slot_by_key = {k: i for i, k in enumerate(self.keys)}
         self.size = len(order)
         self.dirty[:] = False
         self.dirty[:self.size] = True
@@ -176,7 +182,7 @@ class ZScoreDetector:
         totals = {"bytes": records["bytes"].to_numpy(dtype=float), "packets": records["pkts"].to_numpy(dtype=float)}
         ts = records["ltime"].to_numpy(dtype=float)
         with self._lock:
-            slots = self._slots(keys, fields)
+            slots = self._slots(keys)
             positions = np.flatnonzero(slots >= 0)
             tracked = slots >= 0
             if not tracked.all():   # only when a batch brings more new keys than max_keys
@@ -275,11 +281,11 @@ class ZScoreDetector:
     def key_id(self, slot: int) -> str:
         """A short stable name of a key (its text hashed), for URLs."""
         if slot not in self._ids:
-            self._ids[slot] = hashlib.sha1(self.index[slot].encode()).hexdigest()[:12]
+            self._ids[slot] = hashlib.sha1(self.keys[slot].encode()).hexdigest()[:12]
         return self._ids[slot]
 
     def key_fields(self, slot: int) -> list[str]:
-        return self.index[slot].split("|")
+        return self.keys[slot].split("|")
 
     def slot_of(self, key_id: str) -> int | None:
         with self._lock:
@@ -302,7 +308,7 @@ class ZScoreDetector:
     def entities(self, kind: str) -> list[str]:
         column = list(ENTITIES).index(kind)
         with self._lock:
-            parts = pd.Series(self.index[:self.size], dtype=object).str.split("|", expand=True)
+            parts = pd.Series(self.keys, dtype=object).str.split("|", expand=True)
             return sorted(parts[column].unique().tolist()) if len(parts) else []
 
     def anomalies(self, measurement: str, since: float | None = None, until: float | None = None,
@@ -359,7 +365,8 @@ class ZScoreDetector:
             self._alloc(max(1024, 2 * len(rows)))
             self.size = len(rows)
             self._ids = {i: r[1] for i, r in enumerate(rows)}
-            self.index = pd.Index(["|".join(r[2:8]) for r in rows], dtype=object)
+            self.keys = ["|".join(r[2:8]) for r in rows]
+            self.slot_by_key = {k: i for i, k in enumerate(self.keys)}
             self.last["bytes"][:self.size] = [r[8] for r in rows]
             self.last["packets"][:self.size] = [r[9] for r in rows]
         for m, slot, n, mean, m2, total in self.db.execute("SELECT * FROM stats"):
