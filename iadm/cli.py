@@ -444,7 +444,8 @@ def main(argv=None) -> int:
         from iadm.capture.batch import CaptureError
         from iadm.ml.registry import ModelError
         from iadm.sdn.client import ApiError
-        if isinstance(exc, (ApiError, OSError, CaptureError, ValueError, ModelError)):
+        # RuntimeError: the testbed's own failures (a switch that never connected, a tool that exited)
+        if isinstance(exc, (ApiError, OSError, CaptureError, ValueError, ModelError, RuntimeError)):
             print(f"iadm {args.command}: {exc}", file=sys.stderr)
             return 1
         raise
