@@ -14,6 +14,7 @@ import struct
 import numpy as np
 
 from iadm.capture.batch import SUPPORTED_LINKTYPES, Batch, CaptureError
+from iadm.capture.walk import walk_records
 
 CHUNK = 8 << 20
 MAX_FRAME = 256 * 1024  # larger than any snap length in use; a bigger record is corruption
@@ -60,32 +61,19 @@ def _read_classic(path, fh, head, chunk):
     order, unit = _PCAP_MAGICS[head[:4]]
     linktype = struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF
     _check_linktype(path, linktype, 20)
-    caplen_at = struct.Struct(order + "I").unpack_from
-    header = np.dtype([("sec", order + "u4"), ("frac", order + "u4"), ("incl", order + "u4"),
-                       ("orig", order + "u4")])
     chunks = _chunks(path, fh, chunk, start=24, what="record")
     data, file_pos = next(chunks)
     while True:
-        n = len(data)
-        pos = 0
-        starts = []
-        # The only per-record Python work: follow the length chain. Everything
-        # else is read from the record headers in one vectorised pass below.
-        append = starts.append
-        while pos + 16 <= n:
-            incl = caplen_at(data, pos + 8)[0]
-            if incl > MAX_FRAME:
-                if starts:
-                    yield _classic_batch(data, starts, header, unit, linktype)
-                raise CaptureError(f"{path}: record at byte {file_pos + pos} claims {incl} captured bytes "
-                                   f"(limit {MAX_FRAME}): the file is corrupt from here")
-            end = pos + 16 + incl
-            if end > n:
-                break
-            append(pos)
-            pos = end
-        if starts:
-            yield _classic_batch(data, starts, header, unit, linktype)
+        # The length chain is the one sequential part: compiled (iadm.capture.walk).
+        buf = np.frombuffer(data, dtype=np.uint8)
+        starts, sec, frac, incl, orig, pos, bad = walk_records(buf, order == ">", MAX_FRAME)
+        if len(starts):
+            yield Batch(buf, starts + 16, incl, orig, sec.astype(np.float64) + frac.astype(np.float64) * unit,
+                        np.full(len(starts), linktype, dtype=np.int32))
+        if bad >= 0:
+            incl = struct.unpack_from(order + "I", data, bad + 8)[0]
+            raise CaptureError(f"{path}: record at byte {file_pos + bad} claims {incl} captured bytes "
+                               f"(limit {MAX_FRAME}): the file is corrupt from here")
         try:
             data, file_pos = chunks.send(pos)
         except StopIteration:
@@ -110,16 +98,6 @@ def _chunks(path: str, fh, chunk: int, start: int, what: str):
             return
         file_pos += used
         data = data[used:]
-
-
-def _classic_batch(data: bytes, starts: list, header: np.dtype, unit: float, linktype: int) -> Batch:
-    buf = np.frombuffer(data, dtype=np.uint8)
-    offsets = np.array(starts, dtype=np.int64)
-    # Gather the 16-byte record headers into a structured array, then read its fields.
-    rows = buf[(offsets[:, None] + np.arange(16)).ravel()].view(header)
-    return Batch(buf, offsets + 16, rows["incl"].astype(np.int64), rows["orig"].astype(np.int64),
-                 rows["sec"].astype(np.float64) + rows["frac"].astype(np.float64) * unit,
-                 np.full(len(offsets), linktype, dtype=np.int32))
 
 
 def _read_pcapng(path, fh, chunk):

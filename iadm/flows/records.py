@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numba import njit
 
 from iadm.capture.decode import PROTO_ARP
 
@@ -85,25 +86,38 @@ def _codes(*names):
 _MAPPED = np.uint64(0x0000FFFF00000000)
 
 
-# Each octet as up to three digits and a dot, padded to four bytes, with its length.
-_OCTET_TEXT = np.zeros((256, 4), dtype=np.uint8)
-_OCTET_LEN = np.zeros(256, dtype=np.int64)
-for _v in range(256):
-    _text = f"{_v}.".encode()
-    _OCTET_TEXT[_v, :len(_text)] = np.frombuffer(_text, dtype=np.uint8)
-    _OCTET_LEN[_v] = len(_text)
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
+@njit(cache=True, nogil=True)
+def _format_quads(v4):
+    """The text of IPv4 addresses back to back, and the Arrow offsets into it."""
+    n = len(v4)
+    data = np.empty(n * 15, dtype=np.uint8)
+    offsets = np.empty(n + 1, dtype=np.int32)
+    at = 0
+    offsets[0] = 0
+    for i in range(n):
+        for k in range(4):
+            octet = np.int64((v4[i] >> np.uint64(24 - 8 * k)) & np.uint64(255))
+            if octet >= 100:
+                data[at] = 48 + octet // 100
+                at += 1
+            if octet >= 10:
+                data[at] = 48 + (octet // 10) % 10
+                at += 1
+            data[at] = 48 + octet % 10
+            at += 1
+            if k < 3:
+                data[at] = 46   # "."
+                at += 1
+        offsets[i + 1] = at
+    return data[:at], offsets
+
+
 def _dotted_quads(v4: np.ndarray) -> pd.Series:
-    """IPv4 addresses (uint64, low 32 bits) to an Arrow string column without per-address Python."""
-    octets = np.stack([((v4 >> np.uint64(s)) & np.uint64(255)).astype(np.int64) for s in (24, 16, 8, 0)], axis=1)
-    padded = _OCTET_TEXT[octets]                       # (n, 4, 4)
-    lengths = _OCTET_LEN[octets]
-    lengths[:, 3] -= 1                                 # no dot after the last octet
-    data = padded[np.arange(4) < lengths[..., None]]   # row-major: the strings, back to back
-    offsets = np.zeros(len(v4) + 1, dtype=np.int32)
-    np.cumsum(lengths.sum(axis=1), out=offsets[1:])
+    """IPv4 addresses (uint64, low 32 bits) to an Arrow string column, formatted in compiled code."""
+    data, offsets = _format_quads(np.ascontiguousarray(v4, dtype=np.uint64))
     array = pa.StringArray.from_buffers(len(v4), pa.py_buffer(offsets), pa.py_buffer(data))
     return pd.Series(array, dtype=_STR)
 

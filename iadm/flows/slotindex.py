@@ -1,34 +1,84 @@
-"""Flow key -> slot, as a vectorised open-addressing hash table (numpy).
+"""Flow key -> slot, as an open-addressing hash table over numpy arrays, probed in compiled code.
 
 A dict costs a Python call per new flow, which is every packet of a
-spoofed-source flood. Here a whole batch of keys is looked up, and the
-missing ones inserted, in a few array passes: linear probing over a table
-four times the number of slots, one probe step per pass for all pending
-keys at once. Keys are rows of KEY_WORDS uint64 words. Deleted entries
-become tombstones; the table is rebuilt when they pile up.
+spoofed-source flood. Here the table is an int64 array four times the
+number of slots, probed linearly by a numba kernel per batch of keys. Keys
+are rows of KEY_WORDS uint64 words. Deleted entries become tombstones; the
+table is rebuilt when they pile up. New slots come from the caller's free
+stack (an array and its fill), popped in key order.
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 EMPTY = -1
 TOMBSTONE = -2
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
 
 
-def hash_rows(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit mix of each row (splitmix64 finaliser over a running combination)."""
-    h = np.zeros(len(keys), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for word in keys.T:
-            h = (h ^ word) * _M1
-            h ^= h >> np.uint64(31)
-        h = (h ^ (h >> np.uint64(30))) * _M2
-        h = (h ^ (h >> np.uint64(27))) * _M3
+@njit(cache=True, nogil=True, inline="always")
+def _hash(keys, i):
+    """A 64-bit mix of row i (splitmix64 finaliser over a running combination)."""
+    h = np.uint64(0)
+    for w in range(keys.shape[1]):
+        h = (h ^ keys[i, w]) * np.uint64(0x9E3779B97F4A7C15)
         h ^= h >> np.uint64(31)
-    return h
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _same(slot_keys, slot, keys, i):
+    for w in range(keys.shape[1]):
+        if slot_keys[slot, w] != keys[i, w]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _lookup(table, slot_keys, mask, keys):
+    out = np.empty(keys.shape[0], dtype=np.int64)
+    for i in range(keys.shape[0]):
+        pos = np.int64(_hash(keys, i) & np.uint64(mask))
+        while True:
+            t = table[pos]
+            if t == EMPTY:
+                out[i] = -1
+                break
+            if t >= 0 and _same(slot_keys, t, keys, i):
+                out[i] = t
+                break
+            pos = (pos + 1) & mask
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _insert(table, slot_keys, slot_pos, mask, keys, free, nfree):
+    """Slots of absent keys (a duplicate finds the slot its first occurrence got)."""
+    n = keys.shape[0]
+    result = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    new = 0
+    for i in range(n):
+        pos = np.int64(_hash(keys, i) & np.uint64(mask))
+        while True:
+            t = table[pos]
+            if t == EMPTY:
+                nfree -= 1
+                slot = free[nfree]
+                table[pos] = slot
+                slot_keys[slot] = keys[i]
+                slot_pos[slot] = pos
+                result[i] = slot
+                first[new] = i
+                new += 1
+                break
+            if t >= 0 and _same(slot_keys, t, keys, i):
+                result[i] = t
+                break
+            pos = (pos + 1) & mask
+    return result, first[:new], nfree
 
 
 class SlotIndex:
@@ -49,60 +99,17 @@ class SlotIndex:
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Slot of each key, or -1."""
-        result = np.full(len(keys), -1, dtype=np.int64)
-        pos = (hash_rows(keys).astype(np.int64) & self.mask)
-        pending = np.arange(len(keys))
-        while len(pending):
-            p = pos[pending]
-            t = self.table[p]
-            match = self._matches(t, keys[pending])
-            result[pending[match]] = t[match]
-            go_on = ~match & (t != EMPTY)
-            pending = pending[go_on]
-            pos[pending] = (pos[pending] + 1) & self.mask
-        return result
+        return _lookup(self.table, self.slot_keys, self.mask, np.ascontiguousarray(keys, dtype=np.uint64))
 
-    def insert(self, keys: np.ndarray, allocate) -> tuple[np.ndarray, np.ndarray]:
-        """Slots for keys known to be absent (duplicates allowed: they share one slot).
-
-        allocate(idx) returns a free slot for each key index in idx. Returns (slot of each key, index into
-        `keys` of the first occurrence of each new slot), new slots in order.
-        """
-        result = np.full(len(keys), -1, dtype=np.int64)
-        pos = (hash_rows(keys).astype(np.int64) & self.mask)
-        pending = np.arange(len(keys))
-        new_slots, new_first = [], []
-        while len(pending):
-            p = pos[pending]
-            t = self.table[p]
-            match = self._matches(t, keys[pending])
-            result[pending[match]] = t[match]
-            empty = t == EMPTY
-            winners = np.zeros(len(pending), dtype=bool)
-            if empty.any():
-                # One key per empty position; pending is in batch order, so the first wins.
-                where_empty = np.flatnonzero(empty)
-                _, first = np.unique(p[where_empty], return_index=True)
-                chosen = where_empty[first]
-                winners[chosen] = True
-                idx = pending[chosen]
-                slots = np.asarray(allocate(idx), dtype=np.int64)
-                self.table[p[chosen]] = slots
-                self.slot_keys[slots] = keys[idx]
-                self.slot_pos[slots] = p[chosen]
-                result[idx] = slots
-                new_slots.append(slots)
-                new_first.append(idx)
-                self.used += len(slots)
-                self.live += len(slots)
-            # Losers at an empty position stay put: next pass they meet the winner (same key) or move on.
-            move = ~match & ~empty
-            stay = ~match & empty & ~winners
-            pos[pending[move]] = (pos[pending[move]] + 1) & self.mask
-            pending = pending[move | stay]
-        if new_slots:
-            return result, np.concatenate(new_first)
-        return result, np.zeros(0, dtype=np.int64)
+    def insert(self, keys: np.ndarray, free: np.ndarray, nfree: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Slots for keys known to be absent (duplicates allowed: they share one slot), taken from
+        the top of the stack free[:nfree]. Returns (slot of each key, index into `keys` of the first
+        occurrence of each new slot, the stack's new fill)."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        result, first, left = _insert(self.table, self.slot_keys, self.slot_pos, self.mask, keys, free, nfree)
+        self.used += len(first)
+        self.live += len(first)
+        return result, first, int(left)
 
     def remove(self, slots: np.ndarray) -> None:
         if not len(slots):
@@ -113,18 +120,11 @@ class SlotIndex:
         if self.used > len(self.table) // 2:
             self._rebuild()
 
-    def _matches(self, t: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        occupied = t >= 0
-        match = np.zeros(len(t), dtype=bool)
-        if occupied.any():
-            match[occupied] = (self.slot_keys[t[occupied]] == keys[occupied]).all(axis=1)
-        return match
-
     def _rebuild(self) -> None:
-        """Drop the tombstones: re-insert every live slot into an empty table."""
+        """Drop the tombstones: re-insert every live slot, into the same slot, in an empty table."""
         self.rebuilds += 1
         live = np.flatnonzero(self.slot_pos >= 0)
         self.table.fill(EMPTY)
         self.used = self.live = 0
         self.slot_pos.fill(-1)
-        self.insert(self.slot_keys[live].copy(), lambda idx: live[idx])
+        self.insert(self.slot_keys[live].copy(), live[::-1].copy(), len(live))

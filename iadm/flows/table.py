@@ -127,19 +127,15 @@ class FlowTable:
         if len(missing):
             if len(missing) > self.nfree:
                 self._evict(len(missing), protect=slot[slot >= 0], out=out)
-            inserted, first = self.index.insert(keys[missing], self._take)
+            if len(missing) > self.nfree:
+                raise RuntimeError(f"flow table of {self.capacity} has {self.nfree} free slots, "
+                                   f"needs {len(missing)}")
+            inserted, first, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
             slot[missing] = inserted
             first_local = missing[first]
             self._open(inserted[first], keys[first_local], first_local + lo, swap[first_local], p)
         slots, inverse = np.unique(slot, return_inverse=True)
         self._update(slots, inverse.ravel(), ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl])
-
-    def _take(self, idx) -> np.ndarray:
-        n = len(idx)
-        if n > self.nfree:
-            raise RuntimeError(f"flow table of {self.capacity} has {self.nfree} free slots, needs {n}")
-        self.nfree -= n
-        return self.free[self.nfree:self.nfree + n].copy()
 
     def _evict(self, count: int, protect: np.ndarray, out: list) -> None:
         """Make room: the least recently active flows go, never one this batch is updating."""

@@ -5,14 +5,15 @@ emission order, across batches), the total bytes/packets of its source and
 destination address, protocol and destination port, the average rate per
 protocol and address or port, the number of records ("inbound connections")
 per source and destination address, and the packets per state, protocol
-and address. Computed vectorised: for a group g and record i the windowed
-sum is C[i] - C[q], C the cumulative sum in (group, index) order and q the
-last record of the same group at index <= i - 100.
+and address. Computed in one compiled pass per grouping: running sums per
+group, adding each record as it enters the window and taking it out again
+100 records later.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from iadm.flows.records import WINDOW_COLUMNS
 
@@ -39,21 +40,52 @@ _NEEDED = ["saddr", "daddr", "proto", "sport", "dport", "state", "bytes", "pkts"
 assert list(_AGGREGATES) == WINDOW_COLUMNS
 
 
-def _windowed_sums(groups: np.ndarray, columns: list, window: int) -> list:
-    """For each column, its sum over the record and the previous window-1 records of the same group."""
-    n = len(groups)
-    idx = np.arange(n, dtype=np.int64)
-    composite = groups.astype(np.int64) * np.int64(n + window + 1) + idx
-    order = np.argsort(composite)  # keys are unique: no need for a stable sort
-    sorted_key = composite[order]
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = idx
-    q = np.searchsorted(sorted_key, composite - window, side="right")
-    sums = []
-    for values in columns:
-        csum = np.concatenate(([0.0], np.cumsum(values[order], dtype=np.float64)))
-        sums.append(csum[pos + 1] - csum[q])
-    return sums
+@njit(cache=True, nogil=True)
+def _windowed_sums(groups, values, window):
+    """out[i, c]: the sum of values[:, c] over record i and the window-1 records before it
+    that share its group (groups: dense ids 0..k-1)."""
+    n, k = values.shape
+    running = np.zeros((groups.max() + 1 if n else 1, k))
+    out = np.empty((n, k))
+    for i in range(n):
+        g = groups[i]
+        for c in range(k):
+            running[g, c] += values[i, c]
+        if i >= window:
+            old = groups[i - window]
+            for c in range(k):
+                running[old, c] -= values[i - window, c]
+        for c in range(k):
+            out[i, c] = running[g, c]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _dense_ids(keys):
+    """Dense ids 0..k-1 for int64 keys, in order of first appearance (an open-addressing hash)."""
+    n = len(keys)
+    bits = 1
+    while (1 << bits) < 2 * n + 2:
+        bits += 1
+    size = 1 << bits
+    table_keys = np.empty(size, dtype=np.int64)
+    table_ids = np.full(size, -1, dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
+    mask = size - 1
+    shift = np.uint64(64 - bits)
+    golden = np.uint64(11400714819323198485)
+    next_id = 0
+    for i in range(n):
+        key = keys[i]
+        h = np.int64((np.uint64(key) * golden) >> shift)   # Fibonacci hashing: the product's top bits
+        while table_ids[h] >= 0 and table_keys[h] != key:
+            h = (h + 1) & mask
+        if table_ids[h] < 0:
+            table_keys[h] = key
+            table_ids[h] = next_id
+            next_id += 1
+        out[i] = table_ids[h]
+    return out
 
 
 def _combine(codes: list) -> np.ndarray:
@@ -62,7 +94,7 @@ def _combine(codes: list) -> np.ndarray:
     key = codes[0].astype(np.int64)
     for more in codes[1:]:
         key = key * n + more
-    return pd.factorize(key)[0].astype(np.int64)
+    return _dense_ids(key)
 
 
 class WindowAggregator:
@@ -88,7 +120,7 @@ class WindowAggregator:
         for by, wanted in self.by_group.items():
             group = codes[by[0]] if len(by) == 1 else _combine([codes[b] for b in by])
             columns = [ones] + [joined[v].to_numpy(np.float64) for _, v, _ in wanted if v is not None]
-            sums = iter(_windowed_sums(group, columns, self.window))
+            sums = iter(_windowed_sums(group, np.column_stack(columns), self.window).T)
             count = next(sums)
             for name, value, how in wanted:
                 total = count if value is None else next(sums)

@@ -8,7 +8,7 @@ def test_index_agrees_with_a_dict_through_churn():
     rng = np.random.default_rng(5)
     capacity = 512
     index = SlotIndex(capacity, 3)
-    free = list(range(capacity))
+    free = list(range(capacity))   # a stack: its top is the end
     reference = {}
     universe = rng.integers(0, 2**63, size=(2000, 3), dtype=np.uint64)
     universe[:, 0] = np.arange(2000)  # distinct rows; some keys share their other words
@@ -24,7 +24,10 @@ def test_index_agrees_with_a_dict_through_churn():
             index.remove(np.array(victims))
             reference = {k: v for k, v in reference.items() if v not in set(victims.tolist())}
             free += victims.tolist()
-        slots, first = index.insert(keys[missing], lambda idx: [free.pop() for _ in idx])
+        stack = np.array(free, dtype=np.int64)
+        slots, first, left = index.insert(keys[missing], stack, len(stack))
+        assert left == len(free) - len(first)
+        free = stack[:left].tolist()
         for k, slot in zip(keys[missing].tolist(), slots.tolist()):
             assert reference.setdefault(tuple(k), slot) == slot   # duplicates share a slot
         assert len(set(slots[first].tolist())) == len(first)        # one first occurrence per new slot
