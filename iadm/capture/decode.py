@@ -1,6 +1,6 @@
 """Vectorised decoder: a Batch of frames -> columns of header fields.
 
-Every field is one numpy gather over the whole batch (no per-packet Python),
+One compiled pass (numba) over the frames of a batch, no per-packet Python,
 which is what lets the monitor keep up with a flood. Frames that cannot be
 used are counted by reason and left out, never raised:
 
@@ -22,13 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from iadm.capture.batch import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
                                 LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, Batch)
 
 PROTO_ARP = 256          # not an IP protocol number: ARP gets a code of its own
 IPV4_MAPPED = np.uint64(0x0000FFFF00000000)
-ECHO_TYPES = {1: (8, 0), 58: (128, 129)}
 COUNTERS = ("packets", "decoded", "truncated", "bad_header", "fragments", "other_ethertype", "unsupported")
 _VLAN = (0x8100, 0x88A8, 0x9100)
 
@@ -55,217 +55,211 @@ class Decoded:
         return len(self.ts)
 
 
-class _Reader:
-    """Bounds-safe big-endian gathers from one byte buffer."""
+@njit(cache=True, nogil=True, inline="always")
+def _u8(buf, at):
+    # Reads past the buffer give 0; callers check the captured length before using a field.
+    return np.int64(buf[at]) if at < len(buf) else np.int64(0)
 
-    def __init__(self, buf: np.ndarray):
-        self.buf = buf
-        self.last = len(buf) - 1
 
-    def u8(self, idx):
-        # mode="clip" bounds the index in C; callers mask out what lies past the capture.
-        return np.take(self.buf, idx, mode="clip").astype(np.int64)
+@njit(cache=True, nogil=True, inline="always")
+def _be16(buf, at):
+    return (_u8(buf, at) << 8) | _u8(buf, at + 1)
 
-    def _bytes(self, idx, width):
-        # One gather of `width` bytes per index, read as a big-endian integer.
-        rows = np.take(self.buf, idx[:, None] + np.arange(width), mode="clip")
-        return rows.view(f">u{width}").ravel()
 
-    def be16(self, idx):
-        return self._bytes(idx, 2).astype(np.int64)
+@njit(cache=True, nogil=True, inline="always")
+def _be32(buf, at):
+    return (_be16(buf, at) << 16) | _be16(buf, at + 2)
 
-    def be32(self, idx):
-        return self._bytes(idx, 4).astype(np.int64)
 
-    def be64(self, idx):
-        return self._bytes(idx, 8).astype(np.uint64)
+@njit(cache=True, nogil=True, inline="always")
+def _be64(buf, at):
+    return (np.uint64(_be32(buf, at)) << np.uint64(32)) | np.uint64(_be32(buf, at + 4))
 
-    def mac(self, idx):
-        rows = np.zeros((len(idx), 8), dtype=np.uint8)
-        rows[:, 2:] = np.take(self.buf, idx[:, None] + np.arange(6), mode="clip")
-        return rows.view(">u8").ravel().astype(np.uint64)
+
+# Per-packet outcome codes, in the order of COUNTERS after "packets" and "decoded".
+_KEEP, _TRUNCATED, _BAD, _SKIP, _OTHER, _UNSUPPORTED = 0, 1, 2, 3, 4, 5
+
+
+@njit(cache=True, nogil=True)
+def _decode(buf, offsets, caplen, linktype):
+    """One pass over the frames; returns the kept packets' fields (compacted) and the counts."""
+    n = len(offsets)
+    keep = np.empty(n, dtype=np.int64)
+    proto_o = np.empty(n, dtype=np.int32)
+    src_hi_o = np.zeros(n, dtype=np.uint64)
+    src_lo_o = np.zeros(n, dtype=np.uint64)
+    dst_hi_o = np.zeros(n, dtype=np.uint64)
+    dst_lo_o = np.zeros(n, dtype=np.uint64)
+    sport_o = np.zeros(n, dtype=np.int32)
+    dport_o = np.zeros(n, dtype=np.int32)
+    flags_o = np.zeros(n, dtype=np.uint8)
+    window_o = np.zeros(n, dtype=np.int32)
+    itype_o = np.full(n, -1, dtype=np.int16)
+    icode_o = np.full(n, -1, dtype=np.int16)
+    mac_o = np.zeros(n, dtype=np.uint64)
+    counts = np.zeros(6, dtype=np.int64)   # truncated, bad_header, fragments, other_ethertype, unsupported, decoded
+    mapped = IPV4_MAPPED
+    k = 0
+    for i in range(n):
+        o = offsets[i]
+        end = o + caplen[i]
+        lt = linktype[i]
+        mac = np.uint64(0)
+        # --- link layer ---
+        if lt == LINKTYPE_ETHERNET:          # up to two VLAN tags
+            et = _be16(buf, o + 12)
+            l3 = o + 14
+            for _ in range(2):
+                if et == _VLAN[0] or et == _VLAN[1] or et == _VLAN[2]:
+                    et = _be16(buf, l3 + 2)
+                    l3 += 4
+            mac = (np.uint64(_be16(buf, o + 6)) << np.uint64(32)) | np.uint64(_be32(buf, o + 8))
+            short = l3 > end
+        elif lt == LINKTYPE_LINUX_SLL:
+            et = _be16(buf, o + 14)
+            l3 = o + 16
+            short = o + 16 > end
+        elif lt == LINKTYPE_LINUX_SLL2:
+            et = _be16(buf, o)
+            l3 = o + 20
+            short = o + 20 > end
+        elif lt == LINKTYPE_RAW or lt == LINKTYPE_IPV4 or lt == LINKTYPE_IPV6:
+            version = _u8(buf, o) >> 4
+            et = 0x0800 if version == 4 else (0x86DD if version == 6 else 0)
+            l3 = o
+            short = o + 1 > end
+        else:
+            counts[4] += 1
+            continue
+        if short:
+            counts[0] += 1
+            continue
+        outcome = _KEEP
+        proto = 0
+        l4 = 0
+        s_hi = s_lo = d_hi = d_lo = np.uint64(0)
+        is4 = False
+        fragment = False
+        if et == 0x0800:
+            is4 = True
+            if l3 + 20 > end:
+                outcome = _TRUNCATED
+            else:
+                vihl = _u8(buf, l3)
+                ihl = (vihl & 0x0F) * 4
+                if (vihl >> 4) != 4 or ihl < 20 or _be16(buf, l3 + 2) < ihl:
+                    outcome = _BAD
+                elif l3 + ihl > end:
+                    outcome = _TRUNCATED
+                else:
+                    fragword = _be16(buf, l3 + 6)
+                    if fragword & 0x3FFF:
+                        fragment = True
+                        if fragword & 0x1FFF:
+                            outcome = _SKIP
+                    proto = _u8(buf, l3 + 9)
+                    l4 = l3 + ihl
+                    s_lo = mapped | np.uint64(_be32(buf, l3 + 12))
+                    d_lo = mapped | np.uint64(_be32(buf, l3 + 16))
+        elif et == 0x86DD:
+            if l3 + 40 > end:
+                outcome = _TRUNCATED
+            elif (_u8(buf, l3) >> 4) != 6:
+                outcome = _BAD
+            else:
+                nh = _u8(buf, l3 + 6)
+                l4 = l3 + 40
+                for _ in range(3):   # extension headers before the transport header
+                    ext = (nh == 0 or nh == 43 or nh == 60) and l4 + 2 <= end
+                    fr = nh == 44 and l4 + 8 <= end
+                    if fr:
+                        fragment = True
+                        if _be16(buf, l4 + 2) & 0xFFF8:
+                            outcome = _SKIP
+                    if ext:
+                        step = (_u8(buf, l4 + 1) + 1) * 8
+                    elif fr:
+                        step = 8
+                    else:
+                        step = 0
+                    if ext or fr:
+                        nh = _u8(buf, l4)
+                    l4 += step
+                proto = nh
+                s_hi, s_lo = _be64(buf, l3 + 8), _be64(buf, l3 + 16)
+                d_hi, d_lo = _be64(buf, l3 + 24), _be64(buf, l3 + 32)
+        elif et == 0x0806:
+            if l3 + 28 > end:
+                outcome = _TRUNCATED
+            elif _be16(buf, l3 + 2) != 0x0800 or _u8(buf, l3 + 5) != 4:
+                outcome = _BAD
+            else:
+                proto = PROTO_ARP
+                s_lo = mapped | np.uint64(_be32(buf, l3 + 14))
+                d_lo = mapped | np.uint64(_be32(buf, l3 + 24))
+        else:
+            counts[3] += 1
+            continue
+        if fragment:
+            counts[2] += 1
+        if outcome == _TRUNCATED:
+            counts[0] += 1
+            continue
+        if outcome == _BAD:
+            counts[1] += 1
+            continue
+        if outcome == _SKIP:
+            continue
+        sport = dport = flags = window = 0
+        itype = icode = -1
+        if proto == 6:
+            if l4 + 20 > end:
+                counts[0] += 1
+                continue
+            if (_u8(buf, l4 + 12) >> 4) < 5:
+                counts[1] += 1
+                continue
+            sport, dport = _be16(buf, l4), _be16(buf, l4 + 2)
+            flags, window = _u8(buf, l4 + 13), _be16(buf, l4 + 14)
+        elif proto == 17:
+            if l4 + 8 > end:
+                counts[0] += 1
+                continue
+            sport, dport = _be16(buf, l4), _be16(buf, l4 + 2)
+        elif (proto == 1 and is4) or (proto == 58 and not is4 and et == 0x86DD):
+            if l4 + 4 > end:
+                counts[0] += 1
+                continue
+            itype, icode = _u8(buf, l4), _u8(buf, l4 + 1)
+            # echo request and reply: ICMP 8 and 0, ICMPv6 128 and 129
+            if (proto == 1 and (itype == 8 or itype == 0)) or (proto == 58 and (itype == 128 or itype == 129)):
+                if l4 + 8 > end:
+                    counts[0] += 1
+                    continue
+                sport = dport = _be16(buf, l4 + 4)   # the echo id pairs request and reply
+        keep[k] = i
+        proto_o[k] = proto
+        src_hi_o[k], src_lo_o[k], dst_hi_o[k], dst_lo_o[k] = s_hi, s_lo, d_hi, d_lo
+        sport_o[k], dport_o[k] = sport, dport
+        flags_o[k], window_o[k] = flags, window
+        itype_o[k], icode_o[k] = itype, icode
+        mac_o[k] = mac
+        k += 1
+    counts[5] = k
+    return (keep[:k], proto_o[:k], src_hi_o[:k], src_lo_o[:k], dst_hi_o[:k], dst_lo_o[:k], sport_o[:k],
+            dport_o[:k], flags_o[:k], window_o[:k], itype_o[:k], icode_o[:k], mac_o[:k], counts)
 
 
 def decode(batch: Batch, counters: dict | None = None) -> Decoded:
     counters = counters if counters is not None else dict.fromkeys(COUNTERS, 0)
-    r = _Reader(batch.buf)
-    off = batch.offsets
-    end = off + batch.caplen
-    lt = batch.linktype
-    n = len(off)
-    counters["packets"] += n
-
-    def has(pos, nbytes):
-        return pos + nbytes <= end
-
-    # --- link layer: l3 offset and ethertype --------------------------------
-    l3 = np.zeros(n, dtype=np.int64)
-    ethertype = np.zeros(n, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
-    truncated = np.zeros(n, dtype=bool)
-    src_mac = np.zeros(n, dtype=np.uint64)
-
-    is_eth = lt == LINKTYPE_ETHERNET
-    et = r.be16(off + 12)
-    l3_eth = off + 14
-    for _ in range(2):  # up to two VLAN tags (802.1Q, 802.1ad)
-        tagged = np.isin(et, _VLAN)
-        et = np.where(tagged, r.be16(l3_eth + 2), et)
-        l3_eth = np.where(tagged, l3_eth + 4, l3_eth)
-    np.putmask(ethertype, is_eth, et)
-    np.putmask(l3, is_eth, l3_eth)
-    truncated |= is_eth & ~has(l3_eth, 0)
-    np.putmask(src_mac, is_eth, r.mac(off + 6))
-
-    is_sll = lt == LINKTYPE_LINUX_SLL
-    np.putmask(ethertype, is_sll, r.be16(off + 14))
-    np.putmask(l3, is_sll, off + 16)
-    truncated |= is_sll & ~has(off, 16)
-
-    is_sll2 = lt == LINKTYPE_LINUX_SLL2
-    np.putmask(ethertype, is_sll2, r.be16(off))
-    np.putmask(l3, is_sll2, off + 20)
-    truncated |= is_sll2 & ~has(off, 20)
-
-    is_raw = np.isin(lt, (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6))
-    version = r.u8(off) >> 4
-    np.putmask(ethertype, is_raw, np.where(version == 4, 0x0800, np.where(version == 6, 0x86DD, 0)))
-    np.putmask(l3, is_raw, off)
-    truncated |= is_raw & ~has(off, 1)
-
-    unsupported = ~(is_eth | is_sll | is_sll2 | is_raw)
-    counters["unsupported"] += int(unsupported.sum())
-    alive &= ~unsupported & ~truncated
-
-    is4 = alive & (ethertype == 0x0800)
-    is6 = alive & (ethertype == 0x86DD)
-    isarp = alive & (ethertype == 0x0806)
-    other = alive & ~(is4 | is6 | isarp)
-    counters["other_ethertype"] += int(other.sum())
-    alive &= ~other
-
-    bad = np.zeros(n, dtype=bool)
-    frag = np.zeros(n, dtype=bool)
-    skip = np.zeros(n, dtype=bool)
-    proto = np.zeros(n, dtype=np.int64)
-    l4 = np.zeros(n, dtype=np.int64)
-    src_hi = np.zeros(n, dtype=np.uint64)
-    src_lo = np.zeros(n, dtype=np.uint64)
-    dst_hi = np.zeros(n, dtype=np.uint64)
-    dst_lo = np.zeros(n, dtype=np.uint64)
-
-    # --- IPv4 -------------------------------------------------------------
-    t4 = is4 & ~has(l3, 20)
-    truncated |= t4
-    ok4 = is4 & ~t4
-    vihl = r.u8(l3)
-    ihl = (vihl & 0x0F) * 4
-    bad4 = ok4 & (((vihl >> 4) != 4) | (ihl < 20) | (r.be16(l3 + 2) < ihl))
-    bad |= bad4
-    ok4 &= ~bad4
-    truncated |= ok4 & ~has(l3, ihl)
-    ok4 &= has(l3, ihl)
-    fragword = r.be16(l3 + 6)
-    frag4 = ok4 & ((fragword & 0x3FFF) != 0)
-    frag |= frag4
-    skip |= frag4 & ((fragword & 0x1FFF) != 0)
-    np.putmask(proto, ok4, r.u8(l3 + 9))
-    np.putmask(l4, ok4, l3 + ihl)
-    np.putmask(src_lo, ok4, IPV4_MAPPED | r.be32(l3 + 12).astype(np.uint64))
-    np.putmask(dst_lo, ok4, IPV4_MAPPED | r.be32(l3 + 16).astype(np.uint64))
-
-    # --- IPv6 (skipped when the batch has none) ---------------------------------
-    ok6 = np.zeros(n, dtype=bool)
-    if is6.any():
-        t6 = is6 & ~has(l3, 40)
-        truncated |= t6
-        ok6 = is6 & ~t6
-        bad6 = ok6 & ((r.u8(l3) >> 4) != 6)
-        bad |= bad6
-        ok6 &= ~bad6
-        nh = r.u8(l3 + 6)
-        l4_6 = l3 + 40
-        for _ in range(3):  # extension headers before the transport header
-            ext = ok6 & np.isin(nh, (0, 43, 60)) & has(l4_6, 2)
-            fr = ok6 & (nh == 44) & has(l4_6, 8)
-            frag |= fr
-            skip |= fr & ((r.be16(l4_6 + 2) & 0xFFF8) != 0)
-            step = np.where(ext, (r.u8(l4_6 + 1) + 1) * 8, np.where(fr, 8, 0))
-            nh = np.where(ext | fr, r.u8(l4_6), nh)
-            l4_6 = l4_6 + step
-        np.putmask(proto, ok6, nh)
-        np.putmask(l4, ok6, l4_6)
-        np.putmask(src_hi, ok6, r.be64(l3 + 8))
-        np.putmask(src_lo, ok6, r.be64(l3 + 16))
-        np.putmask(dst_hi, ok6, r.be64(l3 + 24))
-        np.putmask(dst_lo, ok6, r.be64(l3 + 32))
-
-    # --- ARP, IPv4 over Ethernet (skipped when the batch has none) ---------------
-    okarp = np.zeros(n, dtype=bool)
-    if isarp.any():
-        tarp = isarp & ~has(l3, 28)
-        truncated |= tarp
-        okarp = isarp & ~tarp
-        badarp = okarp & ((r.be16(l3 + 2) != 0x0800) | (r.u8(l3 + 5) != 4))
-        bad |= badarp
-        okarp &= ~badarp
-        np.putmask(proto, okarp, PROTO_ARP)
-        np.putmask(src_lo, okarp, IPV4_MAPPED | r.be32(l3 + 14).astype(np.uint64))
-        np.putmask(dst_lo, okarp, IPV4_MAPPED | r.be32(l3 + 24).astype(np.uint64))
-
-    ip = (ok4 | ok6) & ~skip
-    # --- transport ------------------------------------------------------------
-    sport = np.zeros(n, dtype=np.int64)
-    dport = np.zeros(n, dtype=np.int64)
-    flags = np.zeros(n, dtype=np.int64)
-    window = np.zeros(n, dtype=np.int64)
-    itype = np.full(n, -1, dtype=np.int64)
-    icode = np.full(n, -1, dtype=np.int64)
-
-    tcp = ip & (proto == 6)
-    ttcp = tcp & ~has(l4, 20)
-    truncated |= ttcp
-    tcp &= ~ttcp
-    badtcp = tcp & ((r.u8(l4 + 12) >> 4) < 5)
-    bad |= badtcp
-    tcp &= ~badtcp
-    udp = ip & (proto == 17)
-    tudp = udp & ~has(l4, 8)
-    truncated |= tudp
-    udp &= ~tudp
-    ports = tcp | udp
-    np.putmask(sport, ports, r.be16(l4))
-    np.putmask(dport, ports, r.be16(l4 + 2))
-    np.putmask(flags, tcp, r.u8(l4 + 13))
-    np.putmask(window, tcp, r.be16(l4 + 14))
-
-    icmp = ip & (((proto == 1) & ok4) | ((proto == 58) & ok6))
-    ticmp = icmp & ~has(l4, 4)
-    truncated |= ticmp
-    icmp &= ~ticmp
-    np.putmask(itype, icmp, r.u8(l4))
-    np.putmask(icode, icmp, r.u8(l4 + 1))
-    echo = icmp & (((proto == 1) & np.isin(itype, ECHO_TYPES[1])) | ((proto == 58) & np.isin(itype, ECHO_TYPES[58])))
-    techo = echo & ~has(l4, 8)
-    truncated |= techo
-    echo &= ~techo
-    icmp &= ~techo
-    echo_id = r.be16(l4 + 4)
-    np.putmask(sport, echo, echo_id)
-    np.putmask(dport, echo, echo_id)
-
-    # Other IP protocols (IGMP, GRE, ...) keep their addresses and no ports.
-    transport_broken = ttcp | badtcp | tudp | ticmp | techo
-    keep = ((ip & ~transport_broken) | okarp) & ~bad & ~truncated
-    counters["truncated"] += int(truncated.sum())
-    counters["bad_header"] += int(bad.sum())
-    counters["fragments"] += int(frag.sum())
-    counters["decoded"] += int(keep.sum())
-
-    return Decoded(
-        ts=batch.ts[keep], wirelen=batch.wirelen[keep], proto=proto[keep].astype(np.int32),
-        src_hi=src_hi[keep], src_lo=src_lo[keep], dst_hi=dst_hi[keep], dst_lo=dst_lo[keep],
-        sport=sport[keep].astype(np.int32), dport=dport[keep].astype(np.int32),
-        tcp_flags=flags[keep].astype(np.uint8), tcp_window=window[keep].astype(np.int32),
-        icmp_type=itype[keep].astype(np.int16), icmp_code=icode[keep].astype(np.int16),
-        src_mac=src_mac[keep], counters=counters)
+    (keep, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, window, itype, icode, mac,
+     counts) = _decode(batch.buf, np.ascontiguousarray(batch.offsets, dtype=np.int64),
+                       np.ascontiguousarray(batch.caplen, dtype=np.int64),
+                       np.ascontiguousarray(batch.linktype, dtype=np.int64))
+    counters["packets"] += len(batch.offsets)
+    for name, value in zip(("truncated", "bad_header", "fragments", "other_ethertype", "unsupported", "decoded"),
+                           counts.tolist()):
+        counters[name] += value
+    return Decoded(ts=batch.ts[keep], wirelen=batch.wirelen[keep], proto=proto, src_hi=src_hi, src_lo=src_lo,
+                   dst_hi=dst_hi, dst_lo=dst_lo, sport=sport, dport=dport, tcp_flags=flags, tcp_window=window,
+                   icmp_type=itype, icmp_code=icode, src_mac=mac, counters=counters)

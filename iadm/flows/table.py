@@ -31,6 +31,7 @@ Semantics (Argus, as used to build Bot-IoT; choices where it is loose):
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from iadm.capture.decode import Decoded
 from iadm.flows.records import make_records
@@ -44,6 +45,33 @@ _I64 = ("spkts", "dpkts", "sbytes", "dbytes", "nseg", "emitted_pkts", "proto", "
         "icmp_type", "icmp_code")
 _U64 = ("a_hi", "a_lo", "b_hi", "b_lo", "smac")
 _U8 = ("sflags", "dflags")
+
+
+@njit(cache=True, nogil=True)
+def _update(slot, ts, swap, wirelen, flags, macs, init_is_a, spkts, dpkts, sbytes, dbytes, ltime,
+            seg_first, seg_last, s_first, s_last, d_first, d_last, sflags, dflags, smac):
+    """Every packet into its flow, in capture order (compiled: a flood is a flow per packet)."""
+    for i in range(len(slot)):
+        s = slot[i]
+        t = ts[i]
+        if (not swap[i]) == init_is_a[s]:      # sent by the flow's source
+            spkts[s] += 1
+            sbytes[s] += wirelen[i]
+            s_first[s] = min(s_first[s], t)
+            s_last[s] = max(s_last[s], t)
+            sflags[s] |= flags[i]
+            # The latest source-direction sender: a host that reuses a flow key someone
+            # else opened (forged sources repeat) answers for what it sends now.
+            smac[s] = macs[i]
+        else:
+            dpkts[s] += 1
+            dbytes[s] += wirelen[i]
+            d_first[s] = min(d_first[s], t)
+            d_last[s] = max(d_last[s], t)
+            dflags[s] |= flags[i]
+        ltime[s] = max(ltime[s], t)
+        seg_first[s] = min(seg_first[s], t)
+        seg_last[s] = max(seg_last[s], t)
 
 
 class FlowTable:
@@ -134,8 +162,10 @@ class FlowTable:
             slot[missing] = inserted
             first_local = missing[first]
             self._open(inserted[first], keys[first_local], first_local + lo, swap[first_local], p)
-        slots, inverse = np.unique(slot, return_inverse=True)
-        self._update(slots, inverse.ravel(), ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl])
+        c = self.col
+        _update(slot, ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], self.init_is_a,
+                c["spkts"], c["dpkts"], c["sbytes"], c["dbytes"], c["ltime"], c["seg_first"], c["seg_last"],
+                c["s_first"], c["s_last"], c["d_first"], c["d_last"], c["sflags"], c["dflags"], c["smac"])
 
     def _evict(self, count: int, protect: np.ndarray, out: list) -> None:
         """Make room: the least recently active flows go, never one this batch is updating."""
@@ -172,49 +202,6 @@ class FlowTable:
             col[name][slots] = -np.inf
         self.active[slots] = True
         self.stats["flows_created"] += len(slots)
-
-    def _update(self, slots, inverse, ts, swap, wirelen, flags, macs) -> None:
-        col = self.col
-        g = len(slots)
-        fwd = (~swap) == self.init_is_a[slots[inverse]]   # sent by the flow's source
-        rev = ~fwd
-        wl = wirelen.astype(np.float64)
-        col["spkts"][slots] += np.bincount(inverse, weights=fwd, minlength=g).astype(np.int64)
-        col["dpkts"][slots] += np.bincount(inverse, weights=rev, minlength=g).astype(np.int64)
-        col["sbytes"][slots] += np.bincount(inverse, weights=wl * fwd, minlength=g).astype(np.int64)
-        col["dbytes"][slots] += np.bincount(inverse, weights=wl * rev, minlength=g).astype(np.int64)
-
-        def group_min(mask, init):
-            out = np.full(g, init)
-            np.minimum.at(out, inverse[mask], ts[mask])
-            return out
-
-        def group_max(mask, init):
-            out = np.full(g, init)
-            np.maximum.at(out, inverse[mask], ts[mask])
-            return out
-
-        every = np.ones(len(ts), dtype=bool)
-        lo_all, hi_all = group_min(every, np.inf), group_max(every, -np.inf)
-        col["ltime"][slots] = np.maximum(col["ltime"][slots], hi_all)
-        col["seg_first"][slots] = np.minimum(col["seg_first"][slots], lo_all)
-        col["seg_last"][slots] = np.maximum(col["seg_last"][slots], hi_all)
-        col["s_first"][slots] = np.minimum(col["s_first"][slots], group_min(fwd, np.inf))
-        col["s_last"][slots] = np.maximum(col["s_last"][slots], group_max(fwd, -np.inf))
-        col["d_first"][slots] = np.minimum(col["d_first"][slots], group_min(rev, np.inf))
-        col["d_last"][slots] = np.maximum(col["d_last"][slots], group_max(rev, -np.inf))
-        sflags = np.zeros(g, dtype=np.uint8)
-        np.bitwise_or.at(sflags, inverse[fwd], flags[fwd])
-        dflags = np.zeros(g, dtype=np.uint8)
-        np.bitwise_or.at(dflags, inverse[rev], flags[rev])
-        col["sflags"][slots] |= sflags
-        col["dflags"][slots] |= dflags
-        # smac is the latest source-direction sender: a host that reuses a flow key
-        # someone else opened (forged sources repeat) answers for what it sends now.
-        last = np.full(g, -1, dtype=np.int64)
-        np.maximum.at(last, inverse[fwd], np.flatnonzero(fwd))
-        sent = last >= 0
-        col["smac"][slots[sent]] = macs[last[sent]]
 
     # --- records out -----------------------------------------------------
     def _dirty(self, slots):
