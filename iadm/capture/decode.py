@@ -55,23 +55,23 @@ class Decoded:
         return len(self.ts)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _u8(buf, at):
     # Reads past the buffer give 0; callers check the captured length before using a field.
     return np.int64(buf[at]) if at < len(buf) else np.int64(0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _be16(buf, at):
     return (_u8(buf, at) << 8) | _u8(buf, at + 1)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _be32(buf, at):
     return (_be16(buf, at) << 16) | _be16(buf, at + 2)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _be64(buf, at):
     return (np.uint64(_be32(buf, at)) << np.uint64(32)) | np.uint64(_be32(buf, at + 4))
 

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _u32(buf, at, big_endian):
     b0, b1, b2, b3 = np.int64(buf[at]), np.int64(buf[at + 1]), np.int64(buf[at + 2]), np.int64(buf[at + 3])
     return (b0 << 24) | (b1 << 16) | (b2 << 8) | b3 if big_endian else (b3 << 24) | (b2 << 16) | (b1 << 8) | b0

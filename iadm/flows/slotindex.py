@@ -16,7 +16,7 @@ EMPTY = -1
 TOMBSTONE = -2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _hash(keys, i):
     """A 64-bit mix of row i (splitmix64 finaliser over a running combination)."""
     h = np.uint64(0)
@@ -28,7 +28,7 @@ def _hash(keys, i):
     return h ^ (h >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _same(slot_keys, slot, keys, i):
     for w in range(keys.shape[1]):
         if slot_keys[slot, w] != keys[i, w]:
