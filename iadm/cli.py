@@ -112,7 +112,8 @@ def cmd_monitor(args) -> int:
                                             "min_records": config.min_records,
                                             "model_min_records": config.model_min_records,
                                             "evidence_seconds": config.evidence_seconds,
-                                            "realert_seconds": config.realert_seconds})
+                                            "realert_seconds": config.realert_seconds,
+                                            "replay": bool(args.pcap)})
     shared = {"stats": dict}
     api = None
     if config.api:

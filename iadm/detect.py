@@ -93,7 +93,8 @@ class _Attacker:
 class Responder:
     def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
-                 realert_seconds: float = 10.0, detector: Detector | None = None, clock=time.time):
+                 realert_seconds: float = 10.0, detector: Detector | None = None, clock=time.time,
+                 replay: bool = False):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
@@ -104,7 +105,10 @@ class Responder:
         self.realert_seconds = realert_seconds
         self.model_name = detector.model_name if detector else ""
         self.detector = detector
-        self.clock = clock
+        # Replaying a capture, "now" is the capture's time (the records' latest ltime), so that
+        # evidence windows and alert timestamps mean what they mean live.
+        self.replay_now = 0.0
+        self.clock = (lambda: self.replay_now) if replay else clock
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
         self.verdicts_by: dict[tuple, int] = {}   # (source, category) -> verdicts sent, for the metrics
@@ -114,6 +118,7 @@ class Responder:
         if not attack.any():
             return []
         records = records.reset_index(drop=True)
+        self.replay_now = max(self.replay_now, float(records["ltime"].max()))
         self.counts["attack_records"] += int(attack.sum())
         source = verdicts["source"].to_numpy(dtype=str)
         by_rule = attack & (np.char.find(source, "rule") >= 0)

@@ -172,3 +172,16 @@ def test_zscore_alone_is_logged_never_blocked(tmp_path):
     assert controller.verdicts == []
     assert events[0]["verdict_source"] == "zscore" and events[0]["alert"]["category"] == "Anomaly"
     assert events[0]["alert"]["action"] == "allowed" and "z-score anomaly in bytes" in events[0]["alert"]["signature"]
+
+
+def test_replayed_captures_use_the_capture_clock(tmp_path, detector):
+    from iadm.alerts.log import eve_timestamp
+    flood, _ = attacks(T0)
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True)
+    events = []
+    for frame in records(flood[:6000]):
+        frame = frame.reset_index(drop=True)
+        events += responder(frame, detector(frame))
+    assert events and events[0]["timestamp"].startswith(eve_timestamp(T0)[:16])   # 2023-11-14T22:13, not today
+    assert events[0]["verdict"]["sent_at"] <= T0 + 3
