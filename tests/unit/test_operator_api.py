@@ -167,6 +167,14 @@ def test_metrics_need_no_token_and_count_refusals(api):
     assert 'iadm_monitor_api_errors_total{status="401"}' in text
 
 
+def test_the_openapi_document_is_valid_and_covers_every_route():
+    from openapi_spec_validator import validate
+    from iadm.api.operator import _Handler
+    validate(OPENAPI)
+    assert {(m.lower(), p) for m, p, _ in _Handler.ROUTES} == {
+        (method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
+
+
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
 
 
