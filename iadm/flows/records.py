@@ -168,7 +168,7 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
     uniq_names = [proto_name(p) for p in uniq_proto.tolist()]
     names = pd.Categorical.from_codes(proto_idx.ravel(), uniq_names)
     numbers = np.array([proto_number(n) for n in uniq_names], dtype=np.int64)[proto_idx.ravel()]
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "pkSeqID": seqs, "stime": stime, "ltime": ltime, "flgs": "e", "proto": names,
         "proto_number": numbers, "saddr": addresses(s_hi, s_lo),
         "sport": c["sport"][slots], "daddr": addresses(d_hi, d_lo), "dport": c["dport"][slots],
@@ -182,4 +182,16 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
         "drate": _rate(dpkts, c["d_last"][slots] - c["d_first"][slots]),
         "smac": c["smac"][slots], "sflags": c["sflags"][slots].astype(np.int64),
         "dflags": c["dflags"][slots].astype(np.int64),
-    })
+    }, copy=False)   # fresh arrays: no copy into consolidated blocks
+    # The addresses as numbers, for the window aggregates (which would otherwise hash the text).
+    frame.attrs["addresses"] = NumericAddresses(s_hi, s_lo, d_hi, d_lo)
+    return frame
+
+
+class NumericAddresses:
+    """Source and destination addresses as uint64 pairs, riding along in a record frame's attrs.
+    Compared by identity, so pandas never propagates it into frames built from several."""
+    __slots__ = ("arrays",)
+
+    def __init__(self, *arrays):
+        self.arrays = arrays

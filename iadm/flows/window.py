@@ -88,6 +88,33 @@ def _dense_ids(keys):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _dense_pairs(hi, lo):
+    """Dense ids for (hi, lo) pairs of uint64 (addresses), in order of first appearance."""
+    n = len(hi)
+    bits = 1
+    while (1 << bits) < 2 * n + 2:
+        bits += 1
+    size = 1 << bits
+    table_hi = np.empty(size, dtype=np.uint64)
+    table_lo = np.empty(size, dtype=np.uint64)
+    table_ids = np.full(size, -1, dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
+    mask = size - 1
+    shift = np.uint64(64 - bits)
+    next_id = 0
+    for i in range(n):
+        h = np.int64(((hi[i] * np.uint64(0x9E3779B97F4A7C15)) ^ lo[i]) * np.uint64(11400714819323198485) >> shift)
+        while table_ids[h] >= 0 and (table_hi[h] != hi[i] or table_lo[h] != lo[i]):
+            h = (h + 1) & mask
+        if table_ids[h] < 0:
+            table_hi[h], table_lo[h] = hi[i], lo[i]
+            table_ids[h] = next_id
+            next_id += 1
+        out[i] = table_ids[h]
+    return out
+
+
 def _combine(codes: list) -> np.ndarray:
     """One group id per distinct tuple of codes (each code is below len(codes[0]))."""
     n = np.int64(len(codes[0]) + 1)
@@ -103,6 +130,7 @@ class WindowAggregator:
     def __init__(self, window: int = WINDOW):
         self.window = window
         self.carry = pd.DataFrame(columns=_NEEDED)
+        self.carry_addresses = None   # the carried records' numeric addresses, when known
         self.by_group = {}
         for name, (by, value, how) in _AGGREGATES.items():
             self.by_group.setdefault(by, []).append((name, value, how))
@@ -110,11 +138,21 @@ class WindowAggregator:
     def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
         if not len(records):
             return records.assign(**{c: pd.Series(dtype=float) for c in WINDOW_COLUMNS})
+        addresses = records.attrs.get("addresses")   # set by make_records on a fresh frame
+        addresses = addresses.arrays if addresses is not None else None
         fresh = records[_NEEDED].reset_index(drop=True)
         joined = pd.concat([self.carry, fresh], ignore_index=True) if len(self.carry) else fresh
         skip = len(joined) - len(records)
-        codes = {col: pd.factorize(joined[col])[0].astype(np.int64)
-                 for col in ("saddr", "daddr", "proto", "sport", "dport", "state")}
+        numeric = addresses is not None and (self.carry_addresses is not None or not len(self.carry))
+        if numeric:
+            if len(self.carry):
+                addresses = tuple(np.concatenate([old, new]) for old, new in zip(self.carry_addresses, addresses))
+            s_hi, s_lo, d_hi, d_lo = addresses
+        codes = {col: pd.factorize(joined[col])[0].astype(np.int64) for col in ("proto", "sport", "dport", "state")}
+        if numeric:
+            codes["saddr"], codes["daddr"] = _dense_pairs(s_hi, s_lo), _dense_pairs(d_hi, d_lo)
+        else:
+            codes.update({col: pd.factorize(joined[col])[0].astype(np.int64) for col in ("saddr", "daddr")})
         ones = np.ones(len(joined))
         out = {}
         for by, wanted in self.by_group.items():
@@ -125,5 +163,7 @@ class WindowAggregator:
             for name, value, how in wanted:
                 total = count if value is None else next(sums)
                 out[name] = (total / count if how == "mean" else total)[skip:]
-        self.carry = joined.iloc[max(0, len(joined) - (self.window - 1)):].reset_index(drop=True)
+        keep_from = max(0, len(joined) - (self.window - 1))
+        self.carry = joined.iloc[keep_from:].reset_index(drop=True)
+        self.carry_addresses = tuple(a[keep_from:].copy() for a in addresses) if numeric else None
         return records.assign(**out)[list(records.columns) + WINDOW_COLUMNS]
