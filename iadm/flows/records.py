@@ -195,3 +195,6 @@ class NumericAddresses:
 
     def __init__(self, *arrays):
         self.arrays = arrays
+
+    def __deepcopy__(self, memo):
+        return self   # pandas deep-copies attrs on every derived frame; these arrays are never changed

@@ -55,7 +55,8 @@ def _lookup(table, slot_keys, mask, keys):
 
 @njit(cache=True, nogil=True)
 def _insert(table, slot_keys, slot_pos, mask, keys, free, nfree):
-    """Slots of absent keys (a duplicate finds the slot its first occurrence got)."""
+    """Slot of each key, found or newly taken from the free stack (a duplicate finds the slot its
+    first occurrence got); -1 for a new key once the stack is empty."""
     n = keys.shape[0]
     result = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
@@ -65,6 +66,9 @@ def _insert(table, slot_keys, slot_pos, mask, keys, free, nfree):
         while True:
             t = table[pos]
             if t == EMPTY:
+                if nfree == 0:
+                    result[i] = -1
+                    break
                 nfree -= 1
                 slot = free[nfree]
                 table[pos] = slot
@@ -102,9 +106,9 @@ class SlotIndex:
         return _lookup(self.table, self.slot_keys, self.mask, np.ascontiguousarray(keys, dtype=np.uint64))
 
     def insert(self, keys: np.ndarray, free: np.ndarray, nfree: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Slots for keys known to be absent (duplicates allowed: they share one slot), taken from
-        the top of the stack free[:nfree]. Returns (slot of each key, index into `keys` of the first
-        occurrence of each new slot, the stack's new fill)."""
+        """The slot of each key: found, or new from the top of the stack free[:nfree] (duplicates
+        share one), or -1 when the stack ran out. Returns (slot of each key, index into `keys` of
+        the first occurrence of each new slot, the stack's new fill). One probe sequence per key."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         result, first, left = _insert(self.table, self.slot_keys, self.slot_pos, self.mask, keys, free, nfree)
         self.used += len(first)

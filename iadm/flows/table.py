@@ -74,6 +74,32 @@ def _update(slot, ts, swap, wirelen, flags, macs, init_is_a, spkts, dpkts, sbyte
         seg_last[s] = max(seg_last[s], t)
 
 
+@njit(cache=True, nogil=True)
+def _open_flows(slots, kw, idx, first_swap, ts, proto, sport, dport, icmp_type, icmp_code, src_mac, init_is_a,
+                active, a_hi, a_lo, b_hi, b_lo, c_proto, c_sport, c_dport, c_icmp_type, c_icmp_code, smac, stime,
+                ltime, spkts, dpkts, sbytes, dbytes, nseg, emitted, sflags, dflags, seg_sum, seg_sumsq, seg_max,
+                seg_min, s_first, d_first, seg_first, s_last, d_last, seg_last):
+    """A new flow per slot, from its first packet (ICMP keeps type and code where ports would be)."""
+    for j in range(len(slots)):
+        s, i = slots[j], idx[j]
+        a_hi[s], a_lo[s], b_hi[s], b_lo[s] = kw[j, 0], kw[j, 1], kw[j, 2], kw[j, 3]
+        init_is_a[s] = not first_swap[j]
+        c_proto[s] = proto[i]
+        icmp = icmp_type[i] >= 0
+        c_sport[s] = icmp_type[i] if icmp else sport[i]
+        c_dport[s] = icmp_code[i] if icmp else dport[i]
+        c_icmp_type[s], c_icmp_code[s] = icmp_type[i], icmp_code[i]
+        smac[s] = src_mac[i]
+        stime[s] = ts[i]
+        ltime[s] = ts[i]
+        spkts[s] = dpkts[s] = sbytes[s] = dbytes[s] = nseg[s] = emitted[s] = 0
+        sflags[s] = dflags[s] = 0
+        seg_sum[s] = seg_sumsq[s] = seg_max[s] = 0.0
+        seg_min[s] = s_first[s] = d_first[s] = seg_first[s] = np.inf
+        s_last[s] = d_last[s] = seg_last[s] = -np.inf
+        active[s] = True
+
+
 class FlowTable:
     def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18):
         if status_interval <= 0 or idle_timeout <= 0 or max_flows < 16:
@@ -150,18 +176,16 @@ class FlowTable:
         keys[:, 3] = np.where(swap, s_lo, d_lo)
         pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
         keys[:, 4] = (proto.astype(np.uint64) << np.uint64(32)) | (pa << np.uint64(16)) | pb
-        slot = self.index.lookup(keys)
+        slot, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
+        self._open(slot[first], keys[first], first + lo, swap[first], p)
         missing = np.flatnonzero(slot < 0)
-        if len(missing):
-            if len(missing) > self.nfree:
-                self._evict(len(missing), protect=slot[slot >= 0], out=out)
-            if len(missing) > self.nfree:
-                raise RuntimeError(f"flow table of {self.capacity} has {self.nfree} free slots, "
-                                   f"needs {len(missing)}")
-            inserted, first, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
-            slot[missing] = inserted
-            first_local = missing[first]
-            self._open(inserted[first], keys[first_local], first_local + lo, swap[first_local], p)
+        if len(missing):   # the table is full: evict, then place the rest
+            self._evict(len(missing), protect=slot[slot >= 0], out=out)
+            placed, first, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
+            if (placed < 0).any():
+                raise RuntimeError(f"flow table of {self.capacity} has no room for {len(missing)} new flows")
+            slot[missing] = placed
+            self._open(placed[first], keys[missing[first]], missing[first] + lo, swap[missing[first]], p)
         c = self.col
         _update(slot, ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], self.init_is_a,
                 c["spkts"], c["dpkts"], c["sbytes"], c["dbytes"], c["ltime"], c["seg_first"], c["seg_last"],
@@ -179,28 +203,13 @@ class FlowTable:
         self._release(victims)
 
     def _open(self, slots, kw, first_idx, first_swap, p: Decoded) -> None:
-        col = self.col
-        col["a_hi"][slots], col["a_lo"][slots] = kw[:, 0], kw[:, 1]
-        col["b_hi"][slots], col["b_lo"][slots] = kw[:, 2], kw[:, 3]
-        self.init_is_a[slots] = ~first_swap
-        col["proto"][slots] = p.proto[first_idx]
-        col["sport"][slots] = np.where(p.icmp_type[first_idx] >= 0, p.icmp_type[first_idx], p.sport[first_idx])
-        col["dport"][slots] = np.where(p.icmp_type[first_idx] >= 0, p.icmp_code[first_idx], p.dport[first_idx])
-        col["icmp_type"][slots] = p.icmp_type[first_idx]
-        col["icmp_code"][slots] = p.icmp_code[first_idx]
-        col["smac"][slots] = p.src_mac[first_idx]
-        col["stime"][slots] = p.ts[first_idx]
-        col["ltime"][slots] = p.ts[first_idx]
-        for name in ("spkts", "dpkts", "sbytes", "dbytes", "nseg", "emitted_pkts", "sflags", "dflags"):
-            col[name][slots] = 0
-        for name in ("seg_sum", "seg_sumsq", "seg_max"):
-            col[name][slots] = 0.0
-        col["seg_min"][slots] = np.inf
-        for name in ("s_first", "d_first", "seg_first"):
-            col[name][slots] = np.inf
-        for name in ("s_last", "d_last", "seg_last"):
-            col[name][slots] = -np.inf
-        self.active[slots] = True
+        c = self.col
+        _open_flows(slots, kw, first_idx, first_swap, p.ts, p.proto, p.sport, p.dport, p.icmp_type, p.icmp_code,
+                    p.src_mac, self.init_is_a, self.active, c["a_hi"], c["a_lo"], c["b_hi"], c["b_lo"], c["proto"],
+                    c["sport"], c["dport"], c["icmp_type"], c["icmp_code"], c["smac"], c["stime"], c["ltime"],
+                    c["spkts"], c["dpkts"], c["sbytes"], c["dbytes"], c["nseg"], c["emitted_pkts"], c["sflags"],
+                    c["dflags"], c["seg_sum"], c["seg_sumsq"], c["seg_max"], c["seg_min"], c["s_first"],
+                    c["d_first"], c["seg_first"], c["s_last"], c["d_last"], c["seg_last"])
         self.stats["flows_created"] += len(slots)
 
     # --- records out -----------------------------------------------------

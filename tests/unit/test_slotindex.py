@@ -26,6 +26,7 @@ def test_index_agrees_with_a_dict_through_churn():
             free += victims.tolist()
         stack = np.array(free, dtype=np.int64)
         slots, first, left = index.insert(keys[missing], stack, len(stack))
+        assert (slots >= 0).all()
         assert left == len(free) - len(first)
         free = stack[:left].tolist()
         for k, slot in zip(keys[missing].tolist(), slots.tolist()):
@@ -34,3 +35,9 @@ def test_index_agrees_with_a_dict_through_churn():
         assert len(index) == len(reference)
     assert index.rebuilds > 0
     assert (index.lookup(universe) == [reference.get(tuple(k), -1) for k in universe.tolist()]).all()
+    # Found keys come back as they are; new ones only while the free stack lasts (-1 after).
+    known = universe[[k in reference for k in map(tuple, universe.tolist())]][:5]
+    fresh = universe[[k not in reference for k in map(tuple, universe.tolist())]][:3]
+    slots, first, left = index.insert(np.concatenate([known, fresh]), np.array([7, 9], dtype=np.int64), 2)
+    assert slots[:5].tolist() == [reference[tuple(k)] for k in known.tolist()]
+    assert slots[5:].tolist() == [9, 7, -1] and first.tolist() == [5, 6] and left == 0
