@@ -48,7 +48,12 @@ def proto_number(name: str) -> int:
     return PROTO_NUMBERS.get(name, 100 + int(name) if name.isdigit() else 99)
 
 
-def _state_numbers(proto, sflags, dflags, dpkts, icmp_type, icmp_code) -> np.ndarray:
+_REQ, _INT, _CON, _FIN, _RST, _ECO, _ECR, _URP, _URH, _URN, _UNR, _TXD, _ACC = range(1, 14)
+assert STATES[_ACC - 1] == "ACC" and STATES[_TXD - 1] == "TXD"
+
+
+@njit(cache=True, nogil=True)
+def _state_numbers(proto, sflags, dflags, dpkts, icmp_type, icmp_code):
     """Argus-like state per record, as STATE_NUMBERS codes.
 
     TCP: RST if either side reset, FIN if either closed, CON once the
@@ -57,30 +62,49 @@ def _state_numbers(proto, sflags, dflags, dpkts, icmp_type, icmp_code) -> np.nda
     ICMP: from the first message (echo ECO/ECR, unreachable URN/URH/URP/UNR,
     time exceeded TXD). ARP: CON when answered, REQ otherwise.
     """
-    flags = sflags | dflags
-    answered = dpkts > 0
-    tcp = np.select(
-        [flags & TH_RST > 0, flags & TH_FIN > 0, answered,
-         (sflags & TH_SYN > 0) & (sflags & TH_ACK > 0), sflags & TH_SYN > 0],
-        _codes("RST", "FIN", "CON", "ACC", "REQ"), STATE_NUMBERS["INT"])
-    v4, v6 = proto == 1, proto == 58
-    is_echo_req = (v4 & (icmp_type == 8)) | (v6 & (icmp_type == 128))
-    is_echo_rep = (v4 & (icmp_type == 0)) | (v6 & (icmp_type == 129))
-    unreach = (v4 & (icmp_type == 3)) | (v6 & (icmp_type == 1))
-    port_code = np.where(v4, 3, 4)   # "port unreachable" is code 3 in ICMP, 4 in ICMPv6
-    host_code = np.where(v4, 1, 3)
-    exceeded = (v4 & (icmp_type == 11)) | (v6 & (icmp_type == 3))
-    icmp = np.select(
-        [is_echo_req, is_echo_rep, unreach & (icmp_code == port_code), unreach & (icmp_code == host_code),
-         unreach & (icmp_code == 0), unreach, exceeded],
-        _codes("ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD"), STATE_NUMBERS["INT"])
-    other = np.where(answered, STATE_NUMBERS["CON"], STATE_NUMBERS["INT"])
-    arp = np.where(answered, STATE_NUMBERS["CON"], STATE_NUMBERS["REQ"])
-    return np.select([proto == 6, np.isin(proto, (1, 58)), proto == PROTO_ARP], [tcp, icmp, arp], other)
-
-
-def _codes(*names):
-    return [STATE_NUMBERS[n] for n in names]
+    n = len(proto)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        p, sf, answered = proto[i], sflags[i], dpkts[i] > 0
+        flags = sf | dflags[i]
+        if p == 6:
+            if flags & TH_RST:
+                out[i] = _RST
+            elif flags & TH_FIN:
+                out[i] = _FIN
+            elif answered:
+                out[i] = _CON
+            elif sf & TH_SYN and sf & TH_ACK:
+                out[i] = _ACC
+            elif sf & TH_SYN:
+                out[i] = _REQ
+            else:
+                out[i] = _INT
+        elif p == 1 or p == 58:
+            v4 = p == 1
+            t, c = icmp_type[i], icmp_code[i]
+            if t == (8 if v4 else 128):
+                out[i] = _ECO
+            elif t == (0 if v4 else 129):
+                out[i] = _ECR
+            elif t == (3 if v4 else 1):          # destination unreachable
+                if c == (3 if v4 else 4):        # port: code 3 in ICMP, 4 in ICMPv6
+                    out[i] = _URP
+                elif c == (1 if v4 else 3):      # host
+                    out[i] = _URH
+                elif c == 0:
+                    out[i] = _URN
+                else:
+                    out[i] = _UNR
+            elif t == (11 if v4 else 3):         # time exceeded
+                out[i] = _TXD
+            else:
+                out[i] = _INT
+        elif p == PROTO_ARP:
+            out[i] = _CON if answered else _REQ
+        else:
+            out[i] = _CON if answered else _INT
+    return out
 
 
 _MAPPED = np.uint64(0x0000FFFF00000000)

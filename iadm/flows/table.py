@@ -75,6 +75,27 @@ def _update(slot, ts, swap, wirelen, flags, macs, init_is_a, spkts, dpkts, sbyte
 
 
 @njit(cache=True, nogil=True)
+def _flow_keys(s_hi, s_lo, d_hi, d_lo, sport, dport, proto):
+    """Each packet's flow key, canonically oriented (the smaller endpoint is "A"), and whether
+    the packet goes B to A (swap)."""
+    n = len(s_hi)
+    keys = np.empty((n, KEY_WORDS), dtype=np.uint64)
+    swap = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
+        sw = s_hi[i] > d_hi[i] or (s_hi[i] == d_hi[i] and (s_lo[i] > d_lo[i] or (s_lo[i] == d_lo[i] and sp > dp)))
+        swap[i] = sw
+        if sw:
+            keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3] = d_hi[i], d_lo[i], s_hi[i], s_lo[i]
+            pa, pb = dp, sp
+        else:
+            keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3] = s_hi[i], s_lo[i], d_hi[i], d_lo[i]
+            pa, pb = sp, dp
+        keys[i, 4] = (np.uint64(proto[i]) << np.uint64(32)) | (pa << np.uint64(16)) | pb
+    return keys, swap
+
+
+@njit(cache=True, nogil=True)
 def _open_flows(slots, kw, idx, first_swap, ts, proto, sport, dport, icmp_type, icmp_code, src_mac, init_is_a,
                 active, a_hi, a_lo, b_hi, b_lo, c_proto, c_sport, c_dport, c_icmp_type, c_icmp_code, smac, stime,
                 ltime, spkts, dpkts, sbytes, dbytes, nseg, emitted, sflags, dflags, seg_sum, seg_sumsq, seg_max,
@@ -164,18 +185,9 @@ class FlowTable:
 
     def _account(self, p: Decoded, lo: int, hi: int, out: list) -> None:
         sl = slice(lo, hi)
-        ts, proto = p.ts[sl], p.proto[sl].astype(np.int64)
-        s_hi, s_lo, d_hi, d_lo = p.src_hi[sl], p.src_lo[sl], p.dst_hi[sl], p.dst_lo[sl]
-        sport, dport = p.sport[sl].astype(np.uint64), p.dport[sl].astype(np.uint64)
-        # Canonical orientation: the smaller endpoint is "A".
-        swap = (s_hi > d_hi) | ((s_hi == d_hi) & ((s_lo > d_lo) | ((s_lo == d_lo) & (sport > dport))))
-        keys = np.empty((hi - lo, KEY_WORDS), dtype=np.uint64)
-        keys[:, 0] = np.where(swap, d_hi, s_hi)
-        keys[:, 1] = np.where(swap, d_lo, s_lo)
-        keys[:, 2] = np.where(swap, s_hi, d_hi)
-        keys[:, 3] = np.where(swap, s_lo, d_lo)
-        pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
-        keys[:, 4] = (proto.astype(np.uint64) << np.uint64(32)) | (pa << np.uint64(16)) | pb
+        ts = p.ts[sl]
+        keys, swap = _flow_keys(p.src_hi[sl], p.src_lo[sl], p.dst_hi[sl], p.dst_lo[sl], p.sport[sl], p.dport[sl],
+                                p.proto[sl])
         slot, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
         self._open(slot[first], keys[first], first + lo, swap[first], p)
         missing = np.flatnonzero(slot < 0)

@@ -37,26 +37,27 @@ _AGGREGATES = {
     "Pkts_P_State_P_Protocol_P_SrcIP": (("state", "proto", "saddr"), "pkts", "sum"),
 }
 _NEEDED = ["saddr", "daddr", "proto", "sport", "dport", "state", "bytes", "pkts", "rate"]
+_VALUES = ["bytes", "pkts", "rate"]
 assert list(_AGGREGATES) == WINDOW_COLUMNS
 
 
 @njit(cache=True, nogil=True)
-def _windowed_sums(groups, values, window):
-    """out[i, c]: the sum of values[:, c] over record i and the window-1 records before it
+def _windowed_sums(groups, values, columns, window):
+    """out[i, j]: the sum of values[:, columns[j]] over record i and the window-1 records before it
     that share its group (groups: dense ids 0..k-1)."""
-    n, k = values.shape
+    n, k = len(groups), len(columns)
     running = np.zeros((groups.max() + 1 if n else 1, k))
     out = np.empty((n, k))
     for i in range(n):
         g = groups[i]
-        for c in range(k):
-            running[g, c] += values[i, c]
+        for j in range(k):
+            running[g, j] += values[i, columns[j]]
         if i >= window:
             old = groups[i - window]
-            for c in range(k):
-                running[old, c] -= values[i - window, c]
-        for c in range(k):
-            out[i, c] = running[g, c]
+            for j in range(k):
+                running[old, j] -= values[i - window, columns[j]]
+        for j in range(k):
+            out[i, j] = running[g, j]
     return out
 
 
@@ -153,12 +154,14 @@ class WindowAggregator:
             codes["saddr"], codes["daddr"] = _dense_pairs(s_hi, s_lo), _dense_pairs(d_hi, d_lo)
         else:
             codes.update({col: pd.factorize(joined[col])[0].astype(np.int64) for col in ("saddr", "daddr")})
-        ones = np.ones(len(joined))
+        values = np.ones((len(joined), len(_VALUES) + 1))   # column 0 counts records
+        for j, name in enumerate(_VALUES, 1):
+            values[:, j] = joined[name].to_numpy(np.float64)
         out = {}
         for by, wanted in self.by_group.items():
             group = codes[by[0]] if len(by) == 1 else _combine([codes[b] for b in by])
-            columns = [ones] + [joined[v].to_numpy(np.float64) for _, v, _ in wanted if v is not None]
-            sums = iter(_windowed_sums(group, np.column_stack(columns), self.window).T)
+            columns = np.array([0] + [_VALUES.index(v) + 1 for _, v, _ in wanted if v is not None], dtype=np.int64)
+            sums = iter(_windowed_sums(group, values, columns, self.window).T)
             count = next(sums)
             for name, value, how in wanted:
                 total = count if value is None else next(sums)
