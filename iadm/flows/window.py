@@ -62,36 +62,9 @@ def _windowed_sums(groups, values, columns, window):
 
 
 @njit(cache=True, nogil=True)
-def _dense_ids(keys):
-    """Dense ids 0..k-1 for int64 keys, in order of first appearance (an open-addressing hash)."""
-    n = len(keys)
-    bits = 1
-    while (1 << bits) < 2 * n + 2:
-        bits += 1
-    size = 1 << bits
-    table_keys = np.empty(size, dtype=np.int64)
-    table_ids = np.full(size, -1, dtype=np.int64)
-    out = np.empty(n, dtype=np.int64)
-    mask = size - 1
-    shift = np.uint64(64 - bits)
-    golden = np.uint64(11400714819323198485)
-    next_id = 0
-    for i in range(n):
-        key = keys[i]
-        h = np.int64((np.uint64(key) * golden) >> shift)   # Fibonacci hashing: the product's top bits
-        while table_ids[h] >= 0 and table_keys[h] != key:
-            h = (h + 1) & mask
-        if table_ids[h] < 0:
-            table_keys[h] = key
-            table_ids[h] = next_id
-            next_id += 1
-        out[i] = table_ids[h]
-    return out
-
-
-@njit(cache=True, nogil=True)
 def _dense_pairs(hi, lo):
-    """Dense ids for (hi, lo) pairs of uint64 (addresses), in order of first appearance."""
+    """Dense ids 0..k-1 for (hi, lo) pairs of uint64 (addresses, or combined codes with hi = 0),
+    in order of first appearance: an open-addressing hash with Fibonacci hashing."""
     n = len(hi)
     bits = 1
     while (1 << bits) < 2 * n + 2:
@@ -122,7 +95,7 @@ def _combine(codes: list) -> np.ndarray:
     key = codes[0].astype(np.int64)
     for more in codes[1:]:
         key = key * n + more
-    return _dense_ids(key)
+    return _dense_pairs(np.zeros(len(key), dtype=np.uint64), key.astype(np.uint64))
 
 
 class WindowAggregator:
