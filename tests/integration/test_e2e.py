@@ -148,3 +148,31 @@ def test_alert_only_mode_marks_and_lets_the_flood_through(tmp_path):
 def test_no_leftovers_after_the_runs():
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert "iadm-mgmt0" not in links and "s1-eth" not in links
+
+
+def test_dataset_capture_labels_records_by_injection_window(tmp_path, capsys):
+    """`iadm dataset capture` without detection: the attack runs its whole window and its records carry its label."""
+    import pandas as pd
+
+    from iadm.cli import main
+    path = tmp_path / "tiny.toml"
+    path.write_text(SCENARIO.format(name="tiny", duration=8, attacks="""
+[[attack]]
+kind = "udp-flood"
+hosts = ["a1"]
+target = "h2"
+start = 2
+duration = 2
+rate = 2000
+"""))
+    assert main(["dataset", "capture", str(path), "-o", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    assert "DoS" in table and "UDP" in table and "Normal" in table
+    records = pd.read_parquet(tmp_path / "out" / "records.parquet")
+    flood = records[(records.smac == host_mac("a1")) & (records.proto == "udp")]
+    assert len(flood) > 50 and (flood.subcategory == "UDP").all() and (flood.attack == 1).all()
+    warm_up = records[(records.smac == host_mac("a1")) & (records.proto != "udp")]   # its ping before the run
+    assert len(warm_up) and (warm_up.category == "Normal").all()
+    benign = records[records.smac == host_mac("h1")]
+    assert len(benign) > 10 and (benign.category == "Normal").all()
+    assert not (tmp_path / "out" / "alerts.json").exists()    # no monitor ran: nothing was decided
