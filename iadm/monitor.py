@@ -107,6 +107,11 @@ def watch(source, records_path: str | None = None, duration: float | None = None
           stream=sys.stderr, labeller: Labeller | None = None, shared: dict | None = None, **options) -> dict:
     """`iadm monitor`: live (an interface name) or replayed (a capture file), with a status line.
     `shared["stats"]` is set to a function returning the current counters (for the operator API)."""
+    from iadm.flows.pipeline import warm_up
+    took = warm_up()   # compile before capturing: a live ring would overflow while numba works
+    if took > 1.0:
+        print(f"compiled the monitor's kernels in {took:.1f} s (first run only: cached after)", file=stream,
+              flush=True)
     pipe = FeaturePipeline(**options)
     writer = RecordWriter(records_path) if records_path else None
     start = last_status = time.monotonic()

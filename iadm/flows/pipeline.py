@@ -27,6 +27,25 @@ class FeaturePipeline:
         return {**self.counters, **self.table.stats, "flows_active": len(self.table)}
 
 
+def warm_up() -> float:
+    """Run a few crafted packets through every compiled kernel (decode, flow table, records,
+    window); returns the seconds it took. Numba compiles on first use (about 8 s the very
+    first time, then from its cache): a live monitor does this before it opens the capture,
+    so that the first attack it sees does not wait for a compiler."""
+    import time
+
+    from iadm.capture.batch import Batch
+    from iadm.synth import frame
+    start = time.monotonic()
+    frames = [frame("10.0.0.1", "10.0.0.2", 6, 40000, 80, 0x02), frame("10.0.0.2", "10.0.0.1", 6, 80, 40000, 0x12),
+              frame("10.0.0.1", "10.0.0.2", 17, 40001, 53, payload=20), frame("10.0.0.1", "10.0.0.2", 1, 7)]
+    pipe = FeaturePipeline(status_interval=0.1)
+    for t0 in (0.0, 0.5):
+        pipe.push(Batch.from_frames(frames, [1_000_000.0 + t0 + 0.01 * i for i in range(len(frames))]))
+    pipe.finish()
+    return time.monotonic() - start
+
+
 def records_from_pcap(path: str, **options) -> tuple[pd.DataFrame, dict]:
     """All records of a capture file (for tests and small files), with the counters."""
     from iadm.capture.pcapfile import read_pcap

@@ -142,4 +142,6 @@ class WindowAggregator:
         keep_from = max(0, len(joined) - (self.window - 1))
         self.carry = joined.iloc[keep_from:].reset_index(drop=True)
         self.carry_addresses = tuple(a[keep_from:].copy() for a in addresses) if numeric else None
-        return records.assign(**out)[list(records.columns) + WINDOW_COLUMNS]
+        # One concat, not 14 column insertions (which cost ~10 ms a frame at the live 0.1 s ticks).
+        extra = pd.DataFrame({name: out[name] for name in WINDOW_COLUMNS}, index=records.index)
+        return pd.concat([records, extra], axis=1)
