@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from iadm.alerts.log import eve_timestamp
-from iadm.flows.records import mac_text
+from iadm.flows.records import RECORD_COLUMNS, mac_text
 from iadm.verdict import fuse
 
 log = logging.getLogger("iadm.detect")
@@ -51,7 +51,7 @@ class Detector:
         self.zscore = zscore
         self.model_name = os.path.basename(model.path).removesuffix(".joblib") if model is not None else ""
         if model is not None:
-            model.check(pd.DataFrame(columns=_record_columns()), "monitor's flow records")
+            model.check(pd.DataFrame(columns=RECORD_COLUMNS), "monitor's flow records")
 
     def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
         """The fused verdict of every record, row for row."""
@@ -66,11 +66,6 @@ class Detector:
 
     def rule(self, sid: int):
         return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
-
-
-def _record_columns() -> list[str]:
-    from iadm.flows.records import RECORD_COLUMNS
-    return list(RECORD_COLUMNS)
 
 
 @dataclass
@@ -123,7 +118,7 @@ class Responder:
         source = verdicts["source"].to_numpy(dtype=str)
         by_rule = attack & (np.char.find(source, "rule") >= 0)
         acting = by_rule | (attack & (np.char.find(source, "model") >= 0))   # z-score alone never blocks
-        ids, who = np.unique(_attacker_ids(records, np.arange(len(records))), return_inverse=True)
+        ids, who = np.unique(_attacker_ids(records), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
         events = []
         for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
@@ -187,10 +182,8 @@ class Responder:
         row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(verdicts["model_score"].to_numpy()[mine])])
         sid = int(verdicts["rule_sid"].iat[row]) if "rule" in verdicts["source"].iat[row] else 0
         rule = self.detector.rule(sid) if (self.detector and sid) else None
-        blocked = bool(verdict and verdict.get("action") == "block" and verdict.get("installed_on"))
-        if verdict is None and now < state.held_until and state.block.get("action") == "block" \
-                and state.block.get("installed_on"):
-            blocked = True  # still under the standing block
+        standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
+        blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
         score = verdicts["model_score"].iat[row]
         event = {
             "timestamp": eve_timestamp(now), "event_type": "alert",
@@ -226,12 +219,12 @@ class Responder:
         return event
 
 
-def _attacker_ids(records: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """The source MAC of each row as text, or its source address where no MAC was captured."""
-    saddr = records["saddr"].to_numpy(dtype=object)[rows]
+def _attacker_ids(records: pd.DataFrame) -> np.ndarray:
+    """The source MAC of each record as text, or its source address where no MAC was captured."""
+    saddr = records["saddr"].to_numpy(dtype=object)
     if "smac" not in records:
         return saddr.astype(str)
-    smac = records["smac"].to_numpy()[rows]
+    smac = records["smac"].to_numpy()
     unique, inverse = np.unique(smac, return_inverse=True)
     text = np.array([mac_text(int(m)) if m else "" for m in unique], dtype=object)[inverse]
     return np.where(text == "", saddr.astype(str), text)

@@ -122,9 +122,8 @@ class JsonHandler(BaseHTTPRequestHandler):
             if path != "/metrics" and not self.authorised():
                 raise ApiError(401, "missing or wrong bearer token")
             if not found:
-                raise ApiError(404, f"no route {path}; GET / lists the routes" if any(
-                    p == "/" for _, p, _, _ in self.routes()) else f"no route {path}; routes: "
-                    + ", ".join(sorted({p for _, p, _, _ in self.routes()})))
+                raise ApiError(404, f"no route {path}; routes: "
+                               + ", ".join(sorted({p for _, p, _, _ in self.routes()})))
             handler = next(((match, name) for m, _, match, name in found if m == method), None)
             if handler is None:
                 raise ApiError(405, f"{path} takes {', '.join(sorted({m for m, *_ in found}))}, not {method}")

@@ -14,6 +14,7 @@ from numba import njit
 
 EMPTY = -1
 TOMBSTONE = -2
+_NOTHING_FREE = np.zeros(0, dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -34,23 +35,6 @@ def _same(slot_keys, slot, keys, i):
         if slot_keys[slot, w] != keys[i, w]:
             return False
     return True
-
-
-@njit(cache=True, nogil=True)
-def _lookup(table, slot_keys, mask, keys):
-    out = np.empty(keys.shape[0], dtype=np.int64)
-    for i in range(keys.shape[0]):
-        pos = np.int64(_hash(keys, i) & np.uint64(mask))
-        while True:
-            t = table[pos]
-            if t == EMPTY:
-                out[i] = -1
-                break
-            if t >= 0 and _same(slot_keys, t, keys, i):
-                out[i] = t
-                break
-            pos = (pos + 1) & mask
-    return out
 
 
 @njit(cache=True, nogil=True)
@@ -102,8 +86,8 @@ class SlotIndex:
         return self.live
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Slot of each key, or -1."""
-        return _lookup(self.table, self.slot_keys, self.mask, np.ascontiguousarray(keys, dtype=np.uint64))
+        """Slot of each key, or -1: an insert with nothing free to insert with."""
+        return self.insert(keys, _NOTHING_FREE, 0)[0]
 
     def insert(self, keys: np.ndarray, free: np.ndarray, nfree: int) -> tuple[np.ndarray, np.ndarray, int]:
         """The slot of each key: found, or new from the top of the stack free[:nfree] (duplicates

@@ -15,6 +15,7 @@ from iadm.capture.decode import decode
 from iadm.capture.pcapfile import read_pcap
 from iadm.scenario.label import GRACE
 from iadm.scenario.runner import RunResult
+from iadm.scenario.spec import host_mac
 
 BENIGN_HOST = "h1"
 
@@ -114,9 +115,8 @@ def timeline(result: RunResult, rows: list[AttackOutcome], path, bin_seconds: fl
     t0 = result.t0
     end = max([w.end for w in result.windows] + [ts.max() if len(ts) else t0]) - t0 + 2
     bins = np.arange(-2, end + bin_seconds, bin_seconds)
-    names = {int(f"0000000000{n:02x}", 16): name for name, n in
-             [("h1", 1), ("h2", 2)] + [(f"d{i}", 10 + i) for i in range(1, 10)] + [(f"a{i}", 100 + i)
-                                                                                    for i in range(1, 21)]}
+    hosts = ["h1", "h2"] + [f"d{i}" for i in range(1, 6)] + [f"a{i}" for i in range(1, 21)]
+    names = {int(host_mac(h).replace(":", ""), 16): h for h in hosts}
     fig, ax = plt.subplots(figsize=(12, 5))
     for mac in np.unique(src):
         mine = ts[src == mac] - t0

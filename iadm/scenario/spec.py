@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from iadm.config import ConfigError, read_toml
@@ -88,7 +89,6 @@ class Scenario:
 
 
 def _is_ipv4(text: str) -> bool:
-    import ipaddress
     try:
         ipaddress.IPv4Address(text)
         return True

@@ -49,19 +49,18 @@ def measurements(records: pd.DataFrame) -> pd.DataFrame:
 
 def _normality(name: str, x: np.ndarray, grid: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the data and of the uniform grid (higher = more normal)."""
-    fit = x
     X, G = x.reshape(-1, 1), grid.reshape(-1, 1)
     if name == "iforest":
         from sklearn.ensemble import IsolationForest
-        model = IsolationForest(n_estimators=100, random_state=seed).fit(fit.reshape(-1, 1))
+        model = IsolationForest(n_estimators=100, random_state=seed).fit(X)
         return model.score_samples(X), model.score_samples(G)
     if name == "lof":
         from sklearn.neighbors import LocalOutlierFactor
-        model = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(fit.reshape(-1, 1))
+        model = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(X)
         return model.score_samples(X), model.score_samples(G)
     if name == "ocsvm":
         from sklearn.svm import OneClassSVM
-        model = OneClassSVM(nu=0.05, gamma="scale").fit(fit.reshape(-1, 1))
+        model = OneClassSVM(nu=0.05, gamma="scale").fit(X)
         return model.score_samples(X), model.score_samples(G)
     if name == "hst":
         from river.anomaly import HalfSpaceTrees

@@ -171,14 +171,11 @@ class ZScoreDetector:
                             "zscore_measurement": np.full(n, "", dtype=object)})
         if n == 0:
             return out
-        fields = pd.DataFrame({"src": records["saddr"].astype(str).to_numpy(dtype=object),
-                               "dst": records["daddr"].astype(str).to_numpy(dtype=object),
-                               "sport": records["sport"].astype(str).to_numpy(dtype=object),
-                               "dport": records["dport"].astype(str).to_numpy(dtype=object),
-                               "proto": records["proto"].astype(str).to_numpy(dtype=object)})
-        fields["service"] = service_names(fields["proto"].to_numpy(), records["dport"].to_numpy())
-        keys = (fields["src"] + "|" + fields["dst"] + "|" + fields["sport"] + "|" + fields["dport"] + "|"
-                + fields["proto"] + "|" + fields["service"]).to_numpy(dtype=object)
+        text = {c: pd.Series(records[c].to_numpy(), dtype=object).astype(str)
+                for c in ("saddr", "daddr", "sport", "dport", "proto")}
+        service = pd.Series(service_names(text["proto"].to_numpy(), records["dport"].to_numpy()), dtype=object)
+        keys = text["saddr"].str.cat([text["daddr"], text["sport"], text["dport"], text["proto"], service],
+                                     sep="|").to_numpy(dtype=object)
         totals = {"bytes": records["bytes"].to_numpy(dtype=float), "packets": records["pkts"].to_numpy(dtype=float)}
         ts = records["ltime"].to_numpy(dtype=float)
         with self._lock:
@@ -186,7 +183,7 @@ class ZScoreDetector:
             positions = np.flatnonzero(slots >= 0)
             tracked = slots >= 0
             if not tracked.all():   # only when a batch brings more new keys than max_keys
-                records, fields, keys, ts = (records[tracked], fields[tracked], keys[tracked], ts[tracked])
+                keys, ts = keys[tracked], ts[tracked]
                 totals = {k: v[tracked] for k, v in totals.items()}
                 slots = slots[tracked]
                 n = len(slots)

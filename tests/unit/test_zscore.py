@@ -123,4 +123,7 @@ def test_batch_mode_scores_period_by_period():
     spike["stime"] = [3700.0, 3800.0]                           # hour 1: judged against hour 0
     out = det.scan(pd.concat([spike, normal], ignore_index=True))
     assert out.zscore_attack.sum() == 1
-    assert set(MEASUREMENTS) >= {a["measurement"] for a in det.anomalies("bytes_total")}
+    assert out.zscore_attack.iat[-1] == 1                       # sorted by stime: the spike comes last
+    [anomaly] = det.anomalies("bytes_total")
+    assert anomaly["value"] == 5000 and anomaly["n"] == 6       # judged against hour 0's six values only
+    assert {m for m in MEASUREMENTS if det.anomalies(m)} >= {"bytes_total", "bytes_created"}
