@@ -1,26 +1,103 @@
-"""Writing record frames: CSV (Bot-IoT column order) and Parquet, appended batch by batch."""
+"""Writing record frames: CSV (Bot-IoT column order) and Parquet, streamed batch by batch.
+
+Both formats go through pyarrow: the CSV with one `pyarrow.csv.CSVWriter` (header once, every
+batch appended as it comes), the Parquet with one `pyarrow.parquet.ParquetWriter` (schema fixed by
+the first batch, later batches cast to it), so memory does not grow with the capture.
+
+Text as pandas' `to_csv` wrote it: floats in their shortest round-trip form with whole values as
+`1.0` (so `pandas.read_csv` reads a whole-valued column back as float, not int), NaN and missing
+label columns as empty fields, `smac` (a MAC kept as an integer, 0 = unknown) as `aa:bb:..` or empty.
+"""
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from iadm.flows.records import CSV_COLUMNS, mac_text
+from iadm.flows.records import CSV_COLUMNS
+
+# The 256 bytes as two lowercase hex digits, one row each (uint8 codes).
+_HEX = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype=np.uint8).reshape(256, 2)
+_MAC_LEN = 17                                   # "aa:bb:cc:dd:ee:ff"
+_SHIFTS = np.array([40, 32, 24, 16, 8, 0], dtype=np.uint64)
+_HI = np.array([0, 3, 6, 9, 12, 15])            # where each byte's first hex digit goes
+_CSV_SPECIAL = r'[,"\r\n]'                       # a value with one of these must be quoted
+
+
+def mac_array(values) -> pa.StringArray:
+    """MACs held as integers (uint64; 0 = unknown) as text, vectorised: "" for 0, else "aa:bb:cc:dd:ee:ff"."""
+    v = np.asarray(values).astype(np.uint64, copy=False)
+    known = v != 0
+    octets = ((v[known, None] >> _SHIFTS) & np.uint64(255)).astype(np.intp)      # (k, 6)
+    text = np.full((len(octets), _MAC_LEN), ord(":"), dtype=np.uint8)
+    hexed = _HEX[octets]                                                           # (k, 6, 2)
+    text[:, _HI] = hexed[:, :, 0]
+    text[:, _HI + 1] = hexed[:, :, 1]
+    offsets = np.zeros(len(v) + 1, dtype=np.int64)
+    np.cumsum(np.where(known, _MAC_LEN, 0), out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(len(v), pa.py_buffer(offsets), pa.py_buffer(text.ravel())) \
+        .cast(pa.string())
+
+
+def _is_mac_int(series: pd.Series) -> bool:
+    return pd.api.types.is_integer_dtype(series.dtype) and not isinstance(series.dtype, pd.CategoricalDtype)
+
+
+def _float_text(series: pd.Series) -> pa.Array:
+    """Floats as pandas wrote them: whole values below 1e16 as Python's repr does ("3.0"), the
+    rest in Arrow's shortest round-trip form (reads back to the same double); NaN -> null (empty)."""
+    x = series.to_numpy()
+    arr = pa.array(x, from_pandas=True)                         # NaN -> null
+    text = arr.cast(pa.string())
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(x) & (x == np.trunc(x)) & (np.abs(x) < 1e16)
+    if whole.any():
+        ints = pa.array(np.where(whole, x, 0).astype(np.int64)).cast(pa.string())
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(ints, ".0", ""), text)
+    return text
+
+
+def _csv_column(frame: pd.DataFrame, col: str) -> pa.Array:
+    """One output column as Arrow text (the CSV writer turns every column into text anyway; doing
+    it here keeps one schema for every batch whatever dtypes the frames carry)."""
+    n = len(frame)
+    if col not in frame:
+        return pa.nulls(n, pa.string())
+    s = frame[col]
+    if col == "smac" and _is_mac_int(s):
+        return mac_array(s.to_numpy())
+    if pd.api.types.is_float_dtype(s.dtype):
+        return _float_text(s)
+    return pa.array(s, from_pandas=True).cast(pa.string())
+
+
+def _needs_quotes(column) -> bool:
+    return len(column) > 0 and bool(pc.any(pc.match_substring_regex(column, _CSV_SPECIAL)).as_py())
 
 
 def for_output(records: pd.DataFrame) -> pd.DataFrame:
     """Bot-IoT column order; labels empty until a labeller fills them; MACs as text."""
-    out = records.copy()
+    out = {}
     for col in CSV_COLUMNS:
-        if col not in out:
-            out[col] = pd.NA
-    if len(out) and "smac" in records:
-        out["smac"] = [mac_text(v) for v in records["smac"].tolist()]
-    return out[CSV_COLUMNS]
+        if col not in records:
+            out[col] = pd.Series(pd.NA, index=records.index, dtype=object)
+        elif col == "smac" and _is_mac_int(records[col]):
+            out[col] = mac_array(records[col].to_numpy()).to_pandas().set_axis(records.index)
+        else:
+            out[col] = records[col]
+    return pd.DataFrame(out, index=records.index, columns=CSV_COLUMNS)
+
+
+CSV_SCHEMA = pa.schema([(c, pa.string()) for c in CSV_COLUMNS])
 
 
 class RecordWriter:
-    """Appends record frames to a .csv or .parquet file (Parquet is written on close)."""
+    """Streams record frames to a .csv or .parquet file, batch by batch."""
 
     def __init__(self, path: str):
         self.path = path
@@ -28,25 +105,58 @@ class RecordWriter:
         if self.kind not in (".csv", ".parquet"):
             raise ValueError(f"{path}: records are written as .csv or .parquet")
         self.rows = 0
-        self._parts = []
-        self._header = True
+        self._sink = None
+        self._csv = None
+        self._parquet = None
         if self.kind == ".csv":
-            open(path, "w").close()
+            self._sink = pa.OSFile(path, "wb")
+            self._csv = pacsv.CSVWriter(self._sink, CSV_SCHEMA,
+                                        write_options=pacsv.WriteOptions(quoting_style="none", quoting_header="none"))
 
     def write(self, records: pd.DataFrame) -> None:
         if not len(records):
             return
-        frame = for_output(records)
         if self.kind == ".csv":
-            frame.to_csv(self.path, mode="a", header=self._header, index=False)
-            self._header = False
+            self._write_csv(records)
         else:
-            self._parts.append(frame)
-        self.rows += len(frame)
+            self._write_parquet(records)
+        self.rows += len(records)
+
+    def _write_csv(self, records: pd.DataFrame) -> None:
+        columns = [_csv_column(records, c) for c in CSV_COLUMNS]
+        batch = pa.Table.from_arrays(columns, schema=CSV_SCHEMA)
+        text_columns = [c for c in CSV_COLUMNS
+                        if c in records and not pd.api.types.is_numeric_dtype(records[c].dtype)]
+        if any(_needs_quotes(batch.column(c)) for c in text_columns):
+            # Rare (a label with a comma, say): this batch with every value quoted, as the same
+            # stream; the unquoted writer above cannot carry a separator or quote in a value.
+            pacsv.write_csv(batch, self._sink, write_options=pacsv.WriteOptions(
+                include_header=False, quoting_style="needed"))
+        else:
+            self._csv.write_table(batch)
+
+    def _write_parquet(self, records: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(for_output(records), preserve_index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.path, table.schema)
+        elif not table.schema.equals(self._parquet.schema, check_metadata=False):
+            table = table.cast(self._parquet.schema)
+        self._parquet.write_table(table)
 
     def close(self) -> None:
-        if self.kind == ".csv" and self._header:
-            pd.DataFrame(columns=CSV_COLUMNS).to_csv(self.path, index=False)
+        if self._csv is not None:
+            self._csv.close()
+            self._sink.close()
+            self._csv = self._sink = None
         if self.kind == ".parquet":
-            frame = pd.concat(self._parts, ignore_index=True) if self._parts else pd.DataFrame(columns=CSV_COLUMNS)
-            frame.to_parquet(self.path, index=False)
+            if self._parquet is None:
+                pd.DataFrame(columns=CSV_COLUMNS).to_parquet(self.path, index=False)
+            else:
+                self._parquet.close()
+                self._parquet = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -12,13 +12,18 @@ from iadm.flows.window import WindowAggregator
 class FeaturePipeline:
     """Feed batches in, get Bot-IoT-shaped record frames out (in emission order)."""
 
-    def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18):
-        self.table = FlowTable(status_interval, idle_timeout, max_flows)
+    def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
+                 kind: str = "running", flow_timeout: float | None = None):
+        self.table = FlowTable(status_interval, idle_timeout, max_flows, kind=kind, flow_timeout=flow_timeout)
         self.window = WindowAggregator()
         self.counters = dict.fromkeys(COUNTERS, 0)
 
     def push(self, batch) -> list[pd.DataFrame]:
         return [self.window(f) for f in self.table.add(decode(batch, self.counters))]
+
+    def advance(self, now: float) -> list[pd.DataFrame]:
+        """Records that came due by `now` on a quiet link (live)."""
+        return [self.window(f) for f in self.table.advance(now)]
 
     def finish(self) -> list[pd.DataFrame]:
         return [self.window(f) for f in self.table.flush()]

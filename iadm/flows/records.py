@@ -53,58 +53,50 @@ assert STATES[_ACC - 1] == "ACC" and STATES[_TXD - 1] == "TXD"
 
 
 @njit(cache=True, nogil=True)
-def _state_numbers(proto, sflags, dflags, dpkts, icmp_type, icmp_code):
-    """Argus-like state per record, as STATE_NUMBERS codes.
+def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_dpkts, m_dpkts, icmp_type, icmp_code):
+    """Argus's state of one status record, as a STATE_NUMBERS code.
 
-    TCP: RST if either side reset, FIN if either closed, CON once the
-    destination answered, ACC if only a SYN-ACK was seen, REQ for unanswered
-    SYNs, INT otherwise. UDP and others: CON with replies, INT without.
-    ICMP: from the first message (echo ECO/ECR, unreachable URN/URH/URP/UNR,
-    time exceeded TXD). ARP: CON when answered, REQ otherwise.
+    TCP follows the connection, not only the record: RST or FIN when this record carried
+    one; REQ while a connection that began with a SYN is unanswered, ACC when only a SYN-ACK
+    was seen; CON once it is established, and for a connection first seen mid-way (Argus
+    calls it connected). UDP and others: CON when the destination answered in the record, INT
+    otherwise. ICMP: from the first message (echo ECO/ECR, unreachable URN/URH/URP/UNR, time
+    exceeded TXD). ARP: CON when answered, REQ otherwise.
     """
-    n = len(proto)
-    out = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        p, sf, answered = proto[i], sflags[i], dpkts[i] > 0
-        flags = sf | dflags[i]
-        if p == 6:
-            if flags & TH_RST:
-                out[i] = _RST
-            elif flags & TH_FIN:
-                out[i] = _FIN
-            elif answered:
-                out[i] = _CON
-            elif sf & TH_SYN and sf & TH_ACK:
-                out[i] = _ACC
-            elif sf & TH_SYN:
-                out[i] = _REQ
-            else:
-                out[i] = _INT
-        elif p == 1 or p == 58:
-            v4 = p == 1
-            t, c = icmp_type[i], icmp_code[i]
-            if t == (8 if v4 else 128):
-                out[i] = _ECO
-            elif t == (0 if v4 else 129):
-                out[i] = _ECR
-            elif t == (3 if v4 else 1):          # destination unreachable
-                if c == (3 if v4 else 4):        # port: code 3 in ICMP, 4 in ICMPv6
-                    out[i] = _URP
-                elif c == (1 if v4 else 3):      # host
-                    out[i] = _URH
-                elif c == 0:
-                    out[i] = _URN
-                else:
-                    out[i] = _UNR
-            elif t == (11 if v4 else 3):         # time exceeded
-                out[i] = _TXD
-            else:
-                out[i] = _INT
-        elif p == PROTO_ARP:
-            out[i] = _CON if answered else _REQ
-        else:
-            out[i] = _CON if answered else _INT
-    return out
+    p = proto
+    answered = r_dpkts > 0 or m_dpkts > 0
+    if p == 6:
+        flags = r_sflags | r_dflags
+        if flags & TH_RST:
+            return _RST
+        if flags & TH_FIN:
+            return _FIN
+        if f_syn and not f_dflags:
+            return _REQ
+        if f_sflags & TH_SYN and f_sflags & TH_ACK and not f_dflags:
+            return _ACC
+        return _CON
+    if p == 1 or p == 58:
+        v4 = p == 1
+        t, c = icmp_type, icmp_code
+        if t == (8 if v4 else 128):
+            return _ECO
+        if t == (0 if v4 else 129):
+            return _ECR
+        if t == (3 if v4 else 1):          # destination unreachable
+            if c == (3 if v4 else 4):      # port: code 3 in ICMP, 4 in ICMPv6
+                return _URP
+            if c == (1 if v4 else 3):      # host
+                return _URH
+            if c == 0:
+                return _URN
+            return _UNR
+        if t == (11 if v4 else 3):         # time exceeded
+            return _TXD
+        return _INT
+    if p == PROTO_ARP:
+        return _CON if answered else _REQ
+    return _CON if r_dpkts > 0 else _INT
 
 
 _MAPPED = np.uint64(0x0000FFFF00000000)
@@ -169,25 +161,42 @@ def _rate(count, span):
         return np.where((count > 1) & (span > 0), (count - 1) / np.where(span > 0, span, 1), 0.0)
 
 
-def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.ndarray) -> pd.DataFrame:
-    if not len(slots):
+def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np.ndarray,
+                 merged: bool) -> pd.DataFrame:
+    """A record frame from the flow table's rows (iadm.flows.table): the status records'
+    own values, or (merged) the flow records' (racluster's fold of the status records)."""
+    from iadm.flows import table as t
+    if not len(of):
         return pd.DataFrame(columns=BASE_COLUMNS + EXTRA_COLUMNS)
-    a = init_is_a[slots]
-    s_hi = np.where(a, c["a_hi"][slots], c["b_hi"][slots])
-    s_lo = np.where(a, c["a_lo"][slots], c["b_lo"][slots])
-    d_hi = np.where(a, c["b_hi"][slots], c["a_hi"][slots])
-    d_lo = np.where(a, c["b_lo"][slots], c["a_lo"][slots])
-    proto = c["proto"][slots]
-    spkts, dpkts = c["spkts"][slots], c["dpkts"][slots]
-    sbytes, dbytes = c["sbytes"][slots], c["dbytes"][slots]
-    stime, ltime = c["stime"][slots], c["ltime"][slots]
+    slots = oi[:, t.O_SLOT]
+    a = oi[:, t.O_DIR].astype(bool)
+    keys = key_words[slots]
+    s_hi = np.where(a, keys[:, 0], keys[:, 2])
+    s_lo = np.where(a, keys[:, 1], keys[:, 3])
+    d_hi = np.where(a, keys[:, 2], keys[:, 0])
+    d_lo = np.where(a, keys[:, 3], keys[:, 1])
+    proto = oi[:, t.O_PROTO]
+    if merged:
+        spkts, dpkts = oi[:, t.O_MSPKTS], oi[:, t.O_MDPKTS]
+        sbytes, dbytes = oi[:, t.O_MSBYTES], oi[:, t.O_MDBYTES]
+        stime, ltime = of[:, t.O_MSTIME], of[:, t.O_MLTIME]
+        nrec = np.maximum(oi[:, t.O_MNREC], 1)
+        total, sumsq = of[:, t.O_MSUM], of[:, t.O_MSUMSQ]
+        mean = total / nrec
+        std = np.sqrt(np.maximum(sumsq / nrec - mean * mean, 0.0))
+        low, high = of[:, t.O_MMIN], of[:, t.O_MMAX]
+        state_numbers = oi[:, t.O_MSTATE]
+        sflags, dflags = oi[:, t.O_FSFLAGS], oi[:, t.O_FDFLAGS]
+    else:
+        spkts, dpkts = oi[:, t.O_SPKTS], oi[:, t.O_DPKTS]
+        sbytes, dbytes = oi[:, t.O_SBYTES], oi[:, t.O_DBYTES]
+        stime, ltime = of[:, t.O_STIME], of[:, t.O_LTIME]
+        total = low = high = mean = ltime - stime     # one record: the statistics of its own duration
+        std = np.zeros(len(of))
+        state_numbers = oi[:, t.O_STATE]
+        sflags, dflags = oi[:, t.O_SFLAGS], oi[:, t.O_DFLAGS]
     pkts = spkts + dpkts
     dur = ltime - stime
-    nseg = np.maximum(c["nseg"][slots], 1)
-    mean = c["seg_sum"][slots] / nseg
-    std = np.sqrt(np.maximum(c["seg_sumsq"][slots] / nseg - mean * mean, 0.0))
-    state_numbers = _state_numbers(proto, c["sflags"][slots], c["dflags"][slots], dpkts, c["icmp_type"][slots],
-                                   c["icmp_code"][slots])
     uniq_proto, proto_idx = np.unique(proto, return_inverse=True)
     uniq_names = [proto_name(p) for p in uniq_proto.tolist()]
     names = pd.Categorical.from_codes(proto_idx.ravel(), uniq_names)
@@ -195,17 +204,14 @@ def make_records(c: dict, init_is_a: np.ndarray, slots: np.ndarray, seqs: np.nda
     frame = pd.DataFrame({
         "pkSeqID": seqs, "stime": stime, "ltime": ltime, "flgs": "e", "proto": names,
         "proto_number": numbers, "saddr": addresses(s_hi, s_lo),
-        "sport": c["sport"][slots], "daddr": addresses(d_hi, d_lo), "dport": c["dport"][slots],
+        "sport": oi[:, t.O_SPORT], "daddr": addresses(d_hi, d_lo), "dport": oi[:, t.O_DPORT],
         "pkts": pkts, "bytes": sbytes + dbytes, "state": pd.Categorical.from_codes(state_numbers - 1, STATES),
         "state_number": state_numbers, "seq": seqs, "dur": dur,
-        "mean": mean, "stddev": std, "sum": c["seg_sum"][slots],
-        "min": np.where(np.isfinite(c["seg_min"][slots]), c["seg_min"][slots], 0.0),
-        "max": c["seg_max"][slots], "spkts": spkts, "dpkts": dpkts, "sbytes": sbytes, "dbytes": dbytes,
-        "rate": _rate(pkts, dur),
-        "srate": _rate(spkts, dur),   # Bot-IoT: 99.3% of real rows (docs/features.md)
-        "drate": _rate(dpkts, c["d_last"][slots] - c["d_first"][slots]),
-        "smac": c["smac"][slots], "sflags": c["sflags"][slots].astype(np.int64),
-        "dflags": c["dflags"][slots].astype(np.int64),
+        "mean": mean, "stddev": std, "sum": total, "min": np.where(np.isfinite(low), low, 0.0), "max": high,
+        "spkts": spkts, "dpkts": dpkts, "sbytes": sbytes, "dbytes": dbytes,
+        # Argus: (count - 1) / dur for both directions (checked against ra, docs/features.md).
+        "rate": _rate(pkts, dur), "srate": _rate(spkts, dur), "drate": _rate(dpkts, dur),
+        "smac": oi[:, t.O_SMAC].astype(np.uint64), "sflags": sflags, "dflags": dflags,
     }, copy=False)   # fresh arrays: no copy into consolidated blocks
     # The addresses as numbers, for the window aggregates (which would otherwise hash the text).
     frame.attrs["addresses"] = NumericAddresses(s_hi, s_lo, d_hi, d_lo)

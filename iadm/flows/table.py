@@ -1,32 +1,37 @@
-"""Bidirectional flow table with Argus-style records, columnar for speed.
+"""Bidirectional flow table that writes Argus status records and racluster-style flow records.
 
 Flows live in preallocated numpy arrays ("slots"); a vectorised hash index
-(iadm.flows.slotindex) maps flow keys to slots. A batch of decoded packets
-is looked up, its new flows inserted, and every per-flow update done as
-array operations: no Python work per packet or per flow.
+(iadm.flows.slotindex) maps flow keys to slots. One compiled pass per batch
+walks the packets in capture order, and every record that comes due is
+written to a row buffer in that pass: the cost follows packets and records,
+never the table's size or the capture's duration.
 
-Semantics (Argus, as used to build Bot-IoT; choices where it is loose):
-- A flow is the 5-tuple in both directions; its source is the sender of its
-  first packet. ICMP echo flows are keyed by the echo id (request and reply
-  pair up); other ICMP and ARP between two hosts form one flow each.
-- smac: the MAC of the latest packet in the source direction, so a host
-  that sends on a flow key another opened (forged sources repeat) is the
-  one the record, and a block, points at.
-- Records are emitted at every status interval (packet time) for each flow
-  that saw packets in it, and once more when a flow goes idle
-  (idle_timeout) or is evicted. Every record carries the flow's totals so
-  far, like one Bot-IoT row (an aggregate of Argus status records).
-- mean/stddev/sum/min/max: statistics of the durations of the flow's
-  per-interval segments so far (first to last packet inside each status
-  interval); stddev is the population one.
-- rate = (pkts-1)/dur and srate = (spkts-1)/dur, as real Bot-IoT rows
-  satisfy; drate = (dpkts-1)/(time between the first and last destination
-  packet), which is what the rows that do not fit dur suggest; 0 when
-  undefined. Checked against real Bot-IoT rows in docs/features.md.
+Semantics (Argus 3, the tool that made Bot-IoT's rows; docs/features.md):
+- A flow is the 5-tuple in both directions; its source is the sender of the
+  first packet Argus would call the start (see `_source_is_sender`). ICMP echo
+  flows are keyed by the echo id; other ICMP and ARP between two hosts form one
+  flow each.
+- **Status records.** Each flow's status interval starts at the first packet
+  after its previous record closed; a record holds the packets before
+  start + status_interval and closes when time reaches that point (a later
+  packet of any flow, or `advance(now)` when the link is quiet). Each record
+  has its own stime, ltime, counts and state.
+- **Flow records.** The status records of a flow key folded together, as
+  `racluster` does: counts summed, stime/ltime the extremes, and
+  mean/stddev/sum/min/max the statistics of the status records' durations
+  (population stddev). A flow record ends when its key has been silent for
+  `flow_timeout` (never, offline: one record per key, as racluster), when the
+  table needs its slot, or at the end of the capture. `running` rows carry the
+  flow record so far at every status record, for a live detector that cannot
+  wait for the end.
+- A flow silent for `idle_timeout` starts afresh on its next packet (Argus's
+  flow timeout): a new direction decision and new TCP state.
+- smac: the MAC of the latest packet in the source direction, so a host that
+  sends on a flow key another opened (forged sources repeat) is the one the
+  record, and a block, points at.
 - Bounded memory: at most max_flows slots. A new flow that finds the table
-  full evicts the least recently active flows first (their final record is
-  emitted and counted as `evicted`), in steps of 1/16 of the table, so a
-  flood with millions of spoofed sources costs a fixed amount of memory.
+  full evicts the least recently active flows first (their records are
+  written, counted as `evicted`), in steps of 1/16 of the table.
 """
 from __future__ import annotations
 
@@ -34,44 +39,37 @@ import numpy as np
 from numba import njit
 
 from iadm.capture.decode import Decoded
-from iadm.flows.records import make_records
+from iadm.flows.records import make_records, state_number
 from iadm.flows.slotindex import SlotIndex
 
 KEY_WORDS = 5
 
-_F64 = ("stime", "ltime", "s_first", "s_last", "d_first", "d_last", "seg_first", "seg_last",
-        "seg_sum", "seg_sumsq", "seg_min", "seg_max")
-_I64 = ("spkts", "dpkts", "sbytes", "dbytes", "nseg", "emitted_pkts", "proto", "sport", "dport",
-        "icmp_type", "icmp_code")
-_U64 = ("a_hi", "a_lo", "b_hi", "b_lo", "smac")
-_U8 = ("sflags", "dflags")
+# Slot columns. Float: the open status record (R_*), the flow record so far (M_*), the flow's
+# last packet and the open record's deadline.
+R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST = range(9)
+NSF = 9
+# Int: record counts and flags, the flow's flags so far (for TCP state), flow-record totals,
+# the record generation (stale deadline entries), key fields, and bookkeeping.
+(R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
+ M_SBYTES, M_DBYTES, M_NREC, GEN, DIR, SMAC, PROTO, SPORT, DPORT, ICMP_T, ICMP_C, FRESH, EXPIRED,
+ M_STATE, F_SYN) = range(25)
+NSI = 25
 
+# Row buffer columns: one row per record written (a closed status record with the flow record
+# so far, or a final flow record).
+O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX = range(8)
+NOF = 8
+(O_SLOT, O_FINAL, O_DIR, O_SMAC, O_SPKTS, O_DPKTS, O_SBYTES, O_DBYTES, O_STATE, O_SFLAGS, O_DFLAGS,
+ O_MSPKTS, O_MDPKTS, O_MSBYTES, O_MDBYTES, O_MNREC, O_MSTATE, O_PROTO, O_SPORT, O_DPORT, O_FSFLAGS,
+ O_FDFLAGS) = range(22)
+NOI = 22
 
-@njit(cache=True, nogil=True)
-def _update(slot, ts, swap, wirelen, flags, macs, init_is_a, spkts, dpkts, sbytes, dbytes, ltime,
-            seg_first, seg_last, s_first, s_last, d_first, d_last, sflags, dflags, smac):
-    """Every packet into its flow, in capture order (compiled: a flood is a flow per packet)."""
-    for i in range(len(slot)):
-        s = slot[i]
-        t = ts[i]
-        if (not swap[i]) == init_is_a[s]:      # sent by the flow's source
-            spkts[s] += 1
-            sbytes[s] += wirelen[i]
-            s_first[s] = min(s_first[s], t)
-            s_last[s] = max(s_last[s], t)
-            sflags[s] |= flags[i]
-            # The latest source-direction sender: a host that reuses a flow key someone
-            # else opened (forged sources repeat) answers for what it sends now.
-            smac[s] = macs[i]
-        else:
-            dpkts[s] += 1
-            dbytes[s] += wirelen[i]
-            d_first[s] = min(d_first[s], t)
-            d_last[s] = max(d_last[s], t)
-            dflags[s] |= flags[i]
-        ltime[s] = max(ltime[s], t)
-        seg_first[s] = min(seg_first[s], t)
-        seg_last[s] = max(seg_last[s], t)
+# Queue state: [head, tail] of the deadline ring and of the silence ring, and how many slots
+# the pass listed in `gone` (flow records that ended on their timeout).
+Q_HEAD, Q_TAIL, X_HEAD, X_TAIL, Q_GONE = range(5)
+
+TH_SYN, TH_ACK = 0x02, 0x10
+INF = np.inf
 
 
 @njit(cache=True, nogil=True)
@@ -96,51 +94,240 @@ def _flow_keys(s_hi, s_lo, d_hi, d_lo, sport, dport, proto):
 
 
 @njit(cache=True, nogil=True)
-def _open_flows(slots, kw, idx, first_swap, ts, proto, sport, dport, icmp_type, icmp_code, src_mac, init_is_a,
-                active, a_hi, a_lo, b_hi, b_lo, c_proto, c_sport, c_dport, c_icmp_type, c_icmp_code, smac, stime,
-                ltime, spkts, dpkts, sbytes, dbytes, nseg, emitted, sflags, dflags, seg_sum, seg_sumsq, seg_max,
-                seg_min, s_first, d_first, seg_first, s_last, d_last, seg_last):
-    """A new flow per slot, from its first packet (ICMP keeps type and code where ports would be)."""
-    for j in range(len(slots)):
-        s, i = slots[j], idx[j]
-        a_hi[s], a_lo[s], b_hi[s], b_lo[s] = kw[j, 0], kw[j, 1], kw[j, 2], kw[j, 3]
-        init_is_a[s] = not first_swap[j]
-        c_proto[s] = proto[i]
-        icmp = icmp_type[i] >= 0
-        c_sport[s] = icmp_type[i] if icmp else sport[i]
-        c_dport[s] = icmp_code[i] if icmp else dport[i]
-        c_icmp_type[s], c_icmp_code[s] = icmp_type[i], icmp_code[i]
-        smac[s] = src_mac[i]
-        stime[s] = ts[i]
-        ltime[s] = ts[i]
-        spkts[s] = dpkts[s] = sbytes[s] = dbytes[s] = nseg[s] = emitted[s] = 0
-        sflags[s] = dflags[s] = 0
-        seg_sum[s] = seg_sumsq[s] = seg_max[s] = 0.0
-        seg_min[s] = s_first[s] = d_first[s] = seg_first[s] = np.inf
-        s_last[s] = d_last[s] = seg_last[s] = -np.inf
-        active[s] = True
+def _source_is_sender(proto, flags, sport, dport):
+    """Whether the sender of a flow's first packet is its source. A TCP flow first seen mid-way
+    (no SYN) is given the side that looks like the client: a SYN-ACK's receiver, else the higher
+    port when exactly one side has a well-known port."""
+    if proto != 6:
+        return True
+    if flags & TH_SYN:
+        return not (flags & TH_ACK)
+    if sport < 1024 <= dport:
+        return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
+    """A flow (or a new life of a flow key) from its first packet; returns its DIR (source is A)."""
+    SI[s, PROTO] = proto
+    icmp = icmp_t >= 0
+    SI[s, SPORT] = icmp_t if icmp else sport
+    SI[s, DPORT] = icmp_c if icmp else dport
+    SI[s, ICMP_T], SI[s, ICMP_C] = icmp_t, icmp_c
+    sender_is_a = not sw
+    SI[s, DIR] = sender_is_a if _source_is_sender(proto, flags, sport, dport) else not sender_is_a
+    if not SI[s, DIR] == sender_is_a:       # the source is the receiver: ports as the source sees them
+        if not icmp:
+            SI[s, SPORT], SI[s, DPORT] = dport, sport
+    SI[s, F_SFLAGS] = SI[s, F_DFLAGS] = 0
+    SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN else 0
+
+
+@njit(cache=True, nogil=True)
+def _reset_flow_record(SI, SF, s):
+    SF[s, M_STIME], SF[s, M_LTIME] = INF, -INF
+    SF[s, M_SUM] = SF[s, M_SUMSQ] = SF[s, M_MAX] = 0.0
+    SF[s, M_MIN] = INF
+    SI[s, M_SPKTS] = SI[s, M_DPKTS] = SI[s, M_SBYTES] = SI[s, M_DBYTES] = SI[s, M_NREC] = 0
+    SI[s, M_STATE] = 0
+    SI[s, EXPIRED] = 0
+
+
+@njit(cache=True, nogil=True)
+def _write_row(SI, SF, OF, OI, n, s, final):
+    OI[n, O_SLOT], OI[n, O_FINAL], OI[n, O_DIR], OI[n, O_SMAC] = s, final, SI[s, DIR], SI[s, SMAC]
+    OI[n, O_PROTO], OI[n, O_SPORT], OI[n, O_DPORT] = SI[s, PROTO], SI[s, SPORT], SI[s, DPORT]
+    OF[n, O_MSTIME], OF[n, O_MLTIME], OF[n, O_MSUM], OF[n, O_MSUMSQ] = \
+        SF[s, M_STIME], SF[s, M_LTIME], SF[s, M_SUM], SF[s, M_SUMSQ]
+    OF[n, O_MMIN], OF[n, O_MMAX] = SF[s, M_MIN], SF[s, M_MAX]
+    OI[n, O_MSPKTS], OI[n, O_MDPKTS], OI[n, O_MSBYTES], OI[n, O_MDBYTES] = \
+        SI[s, M_SPKTS], SI[s, M_DPKTS], SI[s, M_SBYTES], SI[s, M_DBYTES]
+    OI[n, O_MNREC], OI[n, O_MSTATE] = SI[s, M_NREC], SI[s, M_STATE]
+    OI[n, O_FSFLAGS], OI[n, O_FDFLAGS] = SI[s, F_SFLAGS], SI[s, F_DFLAGS]
+
+
+@njit(cache=True, nogil=True)
+def _close_record(SI, SF, OF, OI, n, s):
+    """Close slot s's open status record into row n, folding it into the flow record."""
+    start, last = SF[s, R_START], SF[s, R_LAST]
+    dur = last - start
+    SF[s, M_STIME] = min(SF[s, M_STIME], start)
+    SF[s, M_LTIME] = max(SF[s, M_LTIME], last)
+    SF[s, M_SUM] += dur
+    SF[s, M_SUMSQ] += dur * dur
+    SF[s, M_MIN] = min(SF[s, M_MIN], dur)
+    SF[s, M_MAX] = max(SF[s, M_MAX], dur)
+    SI[s, M_SPKTS] += SI[s, R_SPKTS]
+    SI[s, M_DPKTS] += SI[s, R_DPKTS]
+    SI[s, M_SBYTES] += SI[s, R_SBYTES]
+    SI[s, M_DBYTES] += SI[s, R_DBYTES]
+    SI[s, M_NREC] += 1
+    state = state_number(SI[s, PROTO], SI[s, R_SFLAGS], SI[s, R_DFLAGS], SI[s, F_SFLAGS], SI[s, F_DFLAGS],
+                         SI[s, F_SYN], SI[s, R_DPKTS], SI[s, M_DPKTS], SI[s, ICMP_T], SI[s, ICMP_C])
+    SI[s, M_STATE] = state
+    _write_row(SI, SF, OF, OI, n, s, 0)
+    OF[n, O_STIME], OF[n, O_LTIME] = start, last
+    OI[n, O_SPKTS], OI[n, O_DPKTS], OI[n, O_SBYTES], OI[n, O_DBYTES] = \
+        SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, R_SBYTES], SI[s, R_DBYTES]
+    OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = state, SI[s, R_SFLAGS], SI[s, R_DFLAGS]
+    SF[s, R_START], SF[s, R_LAST] = INF, -INF
+    SI[s, R_SPKTS] = SI[s, R_DPKTS] = SI[s, R_SBYTES] = SI[s, R_DBYTES] = SI[s, R_SFLAGS] = SI[s, R_DFLAGS] = 0
+
+
+@njit(cache=True, nogil=True)
+def _final_row(SI, SF, OF, OI, n, s):
+    """Row n: slot s's flow record as it ends (its open status record must be closed first)."""
+    _write_row(SI, SF, OF, OI, n, s, 1)
+    OF[n, O_STIME], OF[n, O_LTIME] = SF[s, M_STIME], SF[s, M_LTIME]
+    OI[n, O_SPKTS] = OI[n, O_DPKTS] = OI[n, O_SBYTES] = OI[n, O_DBYTES] = 0
+    OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = SI[s, M_STATE], 0, 0
+
+
+@njit(cache=True, nogil=True)
+def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_t, icmp_c, lo, hi, until,
+         SI, SF, due_slot, due_gen, due_at, quiet_slot, quiet_gen, quiet_at, Q, gone, OF, OI, interval, idle,
+         flow_timeout):
+    """Packets lo..hi-1 into their flows and records out, in time order; then the deadlines up to
+    `until`. Returns (next packet, rows written, whether it stopped for room): a full row buffer
+    or ring stops the pass, and the caller drains and calls again from there."""
+    n = 0
+    rows = len(OF)
+    ring = len(due_slot)
+    qring = len(quiet_slot)
+    i = lo
+    while True:
+        t = clock[i] if i < hi else until
+        # Records whose interval ended by now, in deadline order (deadlines only grow).
+        while Q[Q_HEAD] < Q[Q_TAIL] and due_at[Q[Q_HEAD] % ring] <= t:
+            if n >= rows or Q[X_TAIL] - Q[X_HEAD] >= qring:
+                return i, n, True
+            k = Q[Q_HEAD] % ring
+            Q[Q_HEAD] += 1
+            s = due_slot[k]
+            if SI[s, GEN] == due_gen[k] and SF[s, R_START] < INF:
+                _close_record(SI, SF, OF, OI, n, s)
+                n += 1
+                if flow_timeout > 0:
+                    q = Q[X_TAIL] % qring
+                    # From the deadline, not from now: deadlines only grow, and a packet long after
+                    # the record ended must find the flow record already over.
+                    quiet_slot[q], quiet_gen[q], quiet_at[q] = s, SI[s, GEN], due_at[k] + flow_timeout
+                    Q[X_TAIL] += 1
+        # Flow records whose key stayed silent for flow_timeout since their last status record.
+        while Q[X_HEAD] < Q[X_TAIL] and quiet_at[Q[X_HEAD] % qring] <= t:
+            if n >= rows:
+                return i, n, True
+            k = Q[X_HEAD] % qring
+            Q[X_HEAD] += 1
+            s = quiet_slot[k]
+            if SI[s, GEN] == quiet_gen[k] and SF[s, R_START] == INF and SI[s, EXPIRED] == 0 \
+                    and SI[s, M_NREC] > 0:
+                _final_row(SI, SF, OF, OI, n, s)
+                n += 1
+                SI[s, EXPIRED] = 1
+                gone[Q[Q_GONE]] = s
+                Q[Q_GONE] += 1
+        if i >= hi:
+            return i, n, False
+        if Q[Q_TAIL] - Q[Q_HEAD] >= ring:
+            return i, n, True
+        s = slot[i]
+        if SI[s, FRESH] or SI[s, EXPIRED]:
+            if SI[s, EXPIRED]:
+                SI[s, EXPIRED] = 0     # a new flow record on the same key (the old one is written)
+            _reset_flow_record(SI, SF, s)
+            _open_flow(SI, s, swap[i], proto[i], sport[i], dport[i], icmp_t[i], icmp_c[i], flags[i])
+            SI[s, FRESH] = 0
+        elif ts[i] - SF[s, F_LAST] >= idle:
+            if SF[s, R_START] < INF:   # an interval longer than the idle timeout: close it first
+                if n >= rows:
+                    return i, n, True
+                _close_record(SI, SF, OF, OI, n, s)
+                n += 1
+            _open_flow(SI, s, swap[i], proto[i], sport[i], dport[i], icmp_t[i], icmp_c[i], flags[i])
+        if SF[s, R_START] == INF:      # a new status record: its deadline joins the ring
+            SF[s, R_START] = ts[i]
+            SI[s, GEN] += 1
+            k = Q[Q_TAIL] % ring
+            due_slot[k], due_gen[k], due_at[k] = s, SI[s, GEN], t + interval
+            Q[Q_TAIL] += 1
+        SF[s, R_LAST] = max(SF[s, R_LAST], ts[i])
+        SF[s, R_START] = min(SF[s, R_START], ts[i])
+        SF[s, F_LAST] = max(SF[s, F_LAST], ts[i])
+        from_source = (not swap[i]) == SI[s, DIR]
+        if from_source:
+            SI[s, R_SPKTS] += 1
+            SI[s, R_SBYTES] += wirelen[i]
+            SI[s, R_SFLAGS] |= flags[i]
+            SI[s, F_SFLAGS] |= flags[i]
+            # The latest source-direction sender: a host that reuses a flow key someone
+            # else opened (forged sources repeat) answers for what it sends now.
+            SI[s, SMAC] = macs[i]
+        else:
+            SI[s, R_DPKTS] += 1
+            SI[s, R_DBYTES] += wirelen[i]
+            SI[s, R_DFLAGS] |= flags[i]
+            SI[s, F_DFLAGS] |= flags[i]
+        i += 1
+
+
+@njit(cache=True, nogil=True)
+def _end_flows(slots, SI, SF, OF, OI):
+    """Rows for slots that leave the table: the open status record, then the flow record."""
+    n = 0
+    for s in slots:
+        if SF[s, R_START] < INF:
+            _close_record(SI, SF, OF, OI, n, s)
+            n += 1
+        if SI[s, M_NREC] > 0 and SI[s, EXPIRED] == 0:
+            _final_row(SI, SF, OF, OI, n, s)
+            n += 1
+        SI[s, GEN] += 1        # its ring entries go stale
+    return n
 
 
 class FlowTable:
-    def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18):
+    """Packets in, rows out: see the module doc. `add`, `advance` and `flush` return record frames
+    of the chosen kind: "status" (Argus status records), "flow" (one racluster-style record per
+    flow, at its end) or "running" (the flow record so far, at every status record)."""
+
+    ROWS = 1 << 15
+
+    def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
+                 kind: str = "flow", flow_timeout: float | None = None):
         if status_interval <= 0 or idle_timeout <= 0 or max_flows < 16:
             raise ValueError("status_interval and idle_timeout must be positive, max_flows at least 16")
+        if kind not in ("status", "flow", "running"):
+            raise ValueError(f"record kind {kind!r}: choose status, flow or running")
+        if flow_timeout is not None and flow_timeout <= 0:
+            raise ValueError("flow_timeout must be positive (or None: a flow record lasts to the end)")
         self.status_interval = float(status_interval)
         self.idle_timeout = float(idle_timeout)
-        self.capacity = int(max_flows)
-        c = self.capacity
-        self.col = {name: np.zeros(c, dtype=np.float64) for name in _F64}
-        self.col.update({name: np.zeros(c, dtype=np.int64) for name in _I64})
-        self.col.update({name: np.zeros(c, dtype=np.uint64) for name in _U64})
-        self.col.update({name: np.zeros(c, dtype=np.uint8) for name in _U8})
-        self.init_is_a = np.zeros(c, dtype=bool)
+        self.flow_timeout = float(flow_timeout or 0.0)
+        self.kind = kind
+        self.capacity = c = int(max_flows)
+        self.SI = np.zeros((c, NSI), dtype=np.int64)
+        self.SF = np.zeros((c, NSF), dtype=np.float64)
+        self.key_words = np.zeros((c, 4), dtype=np.uint64)
         self.active = np.zeros(c, dtype=bool)
         self.index = SlotIndex(c, KEY_WORDS)
         self.free = np.arange(c - 1, -1, -1, dtype=np.int64)   # a stack: free[:nfree]
         self.nfree = c
-        self.next_tick: float | None = None
+        self._due = self._ring(1 << 12)
+        self._quiet = self._ring(1 << 12 if self.flow_timeout else 1)
+        self.Q = np.zeros(5, dtype=np.int64)
+        self.gone = np.zeros(self.ROWS, dtype=np.int64)
+        self._gone = []
+        self.OF = np.zeros((self.ROWS, NOF))
+        self.OI = np.zeros((self.ROWS, NOI), dtype=np.int64)
+        self.clock = -np.inf
         self.seq = 0
         self.stats = {"flows_created": 0, "flows_expired": 0, "evicted": 0, "records": 0}
+
+    @staticmethod
+    def _ring(size: int):
+        return np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64), np.zeros(size)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -152,44 +339,40 @@ class FlowTable:
         n = len(packets)
         if n == 0:
             return out
-        ts = packets.ts
-        if self.next_tick is None:
-            self.next_tick = (np.floor(ts[0] / self.status_interval) + 1) * self.status_interval
-        # Split at status ticks; a running maximum keeps slightly unordered captures in order.
-        clock = np.maximum.accumulate(ts)
-        # At most a quarter of the table per step, so eviction always finds room.
-        step = max(1, self.capacity // 4)
-        start = 0
-        while start < n:
-            cut = min(int(np.searchsorted(clock, self.next_tick, side="left")), start + step)
-            if cut > start:
-                self._account(packets, start, cut, out)
-                start = cut
-                continue
-            # The next packet lies at or past the tick: report, then expire at the
-            # last tick before it, so a long silence still closes idle flows.
-            out.extend(self._tick(self.next_tick))
-            last_tick = self.next_tick + np.floor((clock[start] - self.next_tick) / self.status_interval) \
-                * self.status_interval
-            if last_tick > self.next_tick:
-                out.extend(self._tick(last_tick))
-            self.next_tick = last_tick + self.status_interval
-        return [frame for frame in out if len(frame)]
+        # A running maximum keeps slightly unordered captures in time order.
+        clock = np.maximum.accumulate(np.maximum(packets.ts, self.clock))
+        step = max(1, self.capacity // 4)   # at most a quarter of the table per step: eviction finds room
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            slot = self._place(packets, lo, hi, out)
+            self._pass(clock, packets, slot, lo, hi, clock[hi - 1], out)
+        self.clock = clock[-1]
+        self._reclaim()
+        return out
+
+    def advance(self, now: float) -> list:
+        """Close what came due by `now` without a packet (a live monitor's quiet link)."""
+        out = []
+        if now <= self.clock or not hasattr(self, "_empty"):
+            return out
+        self.clock = now
+        self._pass(None, None, None, 0, 0, now, out)
+        self._reclaim()
+        return out
 
     def flush(self) -> list:
         """Final records for every flow still in the table (end of a capture)."""
-        slots = np.flatnonzero(self.active)
-        frames = [self._emit(slots[self._dirty(slots)])]
-        self._release(slots)
-        return [f for f in frames if len(f)]
+        out = []
+        self._end(np.flatnonzero(self.active), out)
+        return out
 
-    def _account(self, p: Decoded, lo: int, hi: int, out: list) -> None:
+    def _place(self, p: Decoded, lo: int, hi: int, out: list) -> np.ndarray:
+        """The slot of every packet lo..hi-1; new flows are marked to be opened at their first packet."""
         sl = slice(lo, hi)
-        ts = p.ts[sl]
-        keys, swap = _flow_keys(p.src_hi[sl], p.src_lo[sl], p.dst_hi[sl], p.dst_lo[sl], p.sport[sl], p.dport[sl],
-                                p.proto[sl])
+        keys, self._swap = _flow_keys(p.src_hi[sl], p.src_lo[sl], p.dst_hi[sl], p.dst_lo[sl], p.sport[sl],
+                                      p.dport[sl], p.proto[sl])
         slot, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
-        self._open(slot[first], keys[first], first + lo, swap[first], p)
+        self._mark_new(slot[first], keys[first])
         missing = np.flatnonzero(slot < 0)
         if len(missing):   # the table is full: evict, then place the rest
             self._evict(len(missing), protect=slot[slot >= 0], out=out)
@@ -197,64 +380,95 @@ class FlowTable:
             if (placed < 0).any():
                 raise RuntimeError(f"flow table of {self.capacity} has no room for {len(missing)} new flows")
             slot[missing] = placed
-            self._open(placed[first], keys[missing[first]], missing[first] + lo, swap[missing[first]], p)
-        c = self.col
-        _update(slot, ts, swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], self.init_is_a,
-                c["spkts"], c["dpkts"], c["sbytes"], c["dbytes"], c["ltime"], c["seg_first"], c["seg_last"],
-                c["s_first"], c["s_last"], c["d_first"], c["d_last"], c["sflags"], c["dflags"], c["smac"])
+            self._mark_new(placed[first], keys[missing[first]])
+        return slot
+
+    def _mark_new(self, slots, keys) -> None:
+        self.key_words[slots] = keys[:, :4]
+        self.SI[slots, FRESH] = 1
+        self.SI[slots, EXPIRED] = 0
+        self.SF[slots, R_START], self.SF[slots, R_LAST], self.SF[slots, F_LAST] = np.inf, -np.inf, -np.inf
+        self.SI[slots, R_SPKTS:R_DFLAGS + 1] = 0
+        self.active[slots] = True
+        self.stats["flows_created"] += len(slots)
+
+    def _pass(self, clock, p, slot, lo, hi, until, out) -> None:
+        """Run the compiled pass to the end, draining the row buffer and growing rings as it fills."""
+        if p is None:
+            args, clock, start, end = self._empty, np.zeros(0), 0, 0
+        else:
+            sl = slice(lo, hi)
+            args = (p.ts[sl], slot, self._swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], p.proto[sl],
+                    p.sport[sl], p.dport[sl], p.icmp_type[sl], p.icmp_code[sl])
+            self._empty = tuple(a[:0] for a in args)   # same types for a quiet pass: no second compile
+            clock = clock[sl]
+            start, end = 0, hi - lo
+        while True:
+            start, rows, full = _run(clock, *args, start, end, until, self.SI, self.SF, *self._due, *self._quiet,
+                                     self.Q, self.gone, self.OF, self.OI, self.status_interval, self.idle_timeout,
+                                     self.flow_timeout)
+            self._drain(rows, out)
+            if self.Q[Q_GONE]:
+                self._gone.append(self.gone[:self.Q[Q_GONE]].copy())
+                self.Q[Q_GONE] = 0
+            if not full:
+                return
+            if rows < self.ROWS // 2:   # it stopped for a full ring, not for rows
+                self._due = self._grow(self._due, Q_HEAD, Q_TAIL)
+                if self.flow_timeout:
+                    self._quiet = self._grow(self._quiet, X_HEAD, X_TAIL)
+
+    def _grow(self, ring, head, tail):
+        size = len(ring[0])
+        h, t = self.Q[head], self.Q[tail]
+        if t - h < size // 2:
+            return ring
+        order = np.arange(h, t) % size
+        grown = self._ring(size * 2)
+        for new, old in zip(grown, ring):
+            new[:t - h] = old[order]
+        self.Q[head], self.Q[tail] = 0, t - h
+        return grown
+
+    def _drain(self, rows: int, out: list) -> None:
+        if not rows:
+            return
+        of, oi = self.OF[:rows], self.OI[:rows]
+        keep = oi[:, O_FINAL] == (1 if self.kind == "flow" else 0)
+        self.stats["records"] += int(keep.sum())
+        if keep.any():
+            seqs = np.arange(self.seq + 1, self.seq + 1 + int(keep.sum()), dtype=np.int64)
+            self.seq += len(seqs)
+            out.append(make_records(of[keep], oi[keep], self.key_words, seqs,
+                                    merged=self.kind != "status"))
+
+    def _end(self, slots: np.ndarray, out: list) -> None:
+        for at in range(0, len(slots), self.ROWS // 2):
+            part = slots[at:at + self.ROWS // 2]
+            self._drain(_end_flows(part, self.SI, self.SF, self.OF, self.OI), out)
+        self._release(slots)
+
+    def _reclaim(self) -> None:
+        """Give back the slots of flow records that ended on their timeout during the pass (after
+        it: a later packet of the same batch may have started a new flow record in one)."""
+        if not self._gone:
+            return
+        gone = np.concatenate(self._gone)
+        self._gone = []
+        self.stats["flows_expired"] += len(gone)
+        gone = gone[self.active[gone] & (self.SI[gone, EXPIRED] == 1)]
+        self.SI[gone, GEN] += 1
+        self._release(gone)
 
     def _evict(self, count: int, protect: np.ndarray, out: list) -> None:
         """Make room: the least recently active flows go, never one this batch is updating."""
         want = min(self.capacity, count - self.nfree + self.capacity // 16)
-        last = np.where(self.active, self.col["ltime"], np.inf)
+        last = np.where(self.active, self.SF[:, F_LAST], np.inf)
         last[protect] = np.inf
         victims = np.argpartition(last, want - 1)[:want]
         victims = victims[np.isfinite(last[victims])]
-        out.append(self._emit(victims[self._dirty(victims)]))
         self.stats["evicted"] += len(victims)
-        self._release(victims)
-
-    def _open(self, slots, kw, first_idx, first_swap, p: Decoded) -> None:
-        c = self.col
-        _open_flows(slots, kw, first_idx, first_swap, p.ts, p.proto, p.sport, p.dport, p.icmp_type, p.icmp_code,
-                    p.src_mac, self.init_is_a, self.active, c["a_hi"], c["a_lo"], c["b_hi"], c["b_lo"], c["proto"],
-                    c["sport"], c["dport"], c["icmp_type"], c["icmp_code"], c["smac"], c["stime"], c["ltime"],
-                    c["spkts"], c["dpkts"], c["sbytes"], c["dbytes"], c["nseg"], c["emitted_pkts"], c["sflags"],
-                    c["dflags"], c["seg_sum"], c["seg_sumsq"], c["seg_max"], c["seg_min"], c["s_first"],
-                    c["d_first"], c["seg_first"], c["s_last"], c["d_last"], c["seg_last"])
-        self.stats["flows_created"] += len(slots)
-
-    # --- records out -----------------------------------------------------
-    def _dirty(self, slots):
-        c = self.col
-        return (c["spkts"][slots] + c["dpkts"][slots]) > c["emitted_pkts"][slots]
-
-    def _tick(self, now: float) -> list:
-        slots = np.flatnonzero(self.active)
-        frames = [self._emit(slots[self._dirty(slots)])]
-        idle = slots[self.col["ltime"][slots] <= now - self.idle_timeout]
-        self.stats["flows_expired"] += len(idle)
-        self._release(idle)
-        return frames
-
-    def _emit(self, slots: np.ndarray):
-        c = self.col
-        # Close the current interval segment of each flow being reported.
-        open_seg = np.isfinite(c["seg_first"][slots])
-        seg = slots[open_seg]
-        dur = c["seg_last"][seg] - c["seg_first"][seg]
-        c["nseg"][seg] += 1
-        c["seg_sum"][seg] += dur
-        c["seg_sumsq"][seg] += dur * dur
-        c["seg_min"][seg] = np.minimum(c["seg_min"][seg], dur)
-        c["seg_max"][seg] = np.maximum(c["seg_max"][seg], dur)
-        c["seg_first"][seg] = np.inf
-        c["seg_last"][seg] = -np.inf
-        c["emitted_pkts"][slots] = c["spkts"][slots] + c["dpkts"][slots]
-        seqs = np.arange(self.seq + 1, self.seq + 1 + len(slots), dtype=np.int64)
-        self.seq += len(slots)
-        self.stats["records"] += len(slots)
-        return make_records(c, self.init_is_a, slots, seqs)
+        self._end(victims, out)
 
     def _release(self, slots: np.ndarray) -> None:
         if not len(slots):

@@ -45,7 +45,7 @@ def test_tcp_handshake_data_and_close():
     assert (r["mean"], r.stddev, r["sum"], r["min"], r["max"]) == pytest.approx((1.2, 0, 1.2, 1.2, 1.2))
     assert r.rate == pytest.approx(6 / 1.2)
     assert r.srate == pytest.approx(4 / 1.2)      # (spkts - 1) / dur
-    assert r.drate == pytest.approx(1 / 1.0)      # 2 destination packets between 1000.1 and 1001.1
+    assert r.drate == pytest.approx(1 / 1.2)      # (dpkts - 1) / dur, as Argus
     assert r.smac == 1
 
 
@@ -54,7 +54,7 @@ def test_udp_exchange_across_two_status_intervals():
     back = E / IP(src=B, dst=A) / UDP(sport=5683, dport=5683) / Raw(b"ok")
     trace = [(1000.0, out), (1000.5, back), (1006.0, out), (1006.2, back)]
     recs, _ = records(trace, batch_size=1)
-    assert len(recs) == 2                          # one at the 1005 tick, one at the end
+    assert len(recs) == 2                          # the first interval closes at 1005, the second at the end
     first, last = recs.iloc[0], recs.iloc[1]
     assert (first.pkts, first.dur, first["mean"]) == (2, 0.5, 0.5)
     assert first.state == "CON" and first.seq < last.seq
@@ -63,7 +63,12 @@ def test_udp_exchange_across_two_status_intervals():
     # two interval segments lasting 0.5 and 0.2 seconds
     assert (last["mean"], last.stddev, last["sum"], last["min"], last["max"]) == pytest.approx(
         (0.35, 0.15, 0.7, 0.2, 0.5))
-    assert last.srate == pytest.approx(1 / 6.2) and last.drate == pytest.approx(1 / 5.7)  # dur; dst span
+    assert last.srate == pytest.approx(1 / 6.2) and last.drate == pytest.approx(1 / 6.2)
+    status, _ = records(trace, batch_size=1, kind="status")   # Argus's own records: each interval alone
+    assert status.pkts.tolist() == [2, 2] and status.stime.tolist() == [1000.0, 1006.0]
+    assert status.dur.tolist() == pytest.approx([0.5, 0.2]) and (status["mean"] == status.dur).all()
+    flow, _ = records(trace, batch_size=1, kind="flow")       # racluster's: one per flow
+    assert len(flow) == 1 and flow.iloc[0][["pkts", "sum", "stddev"]].tolist() == pytest.approx([4, 0.7, 0.15])
 
 
 def test_icmp_echo_request_and_reply_form_one_flow():
@@ -103,12 +108,15 @@ def test_a_second_sender_reusing_a_flow_key_takes_the_flow_over():
     assert [hex(m) for m in recs.smac] == ["0x65", "0x69"]   # the answer does not count as the source
 
 
-def test_idle_flow_is_closed_and_a_later_packet_opens_a_new_one():
+def test_a_silent_flow_record_ends_and_a_later_packet_opens_a_new_one():
     p = E / IP(src=A, dst=B) / UDP(sport=1, dport=2)
-    recs, pipe = records([(1000.0, p), (1040.0, p)], batch_size=1, idle_timeout=10.0)
+    recs, pipe = records([(1000.0, p), (1040.0, p)], batch_size=1, idle_timeout=10.0, flow_timeout=10.0)
     assert len(recs) == 2 and recs.pkts.tolist() == [1, 1]
     assert recs.stime.tolist() == [1000.0, 1040.0]
     assert pipe.table.stats["flows_expired"] == 1
+    # Offline (no flow timeout) the key's records fold into one flow record, as racluster's do.
+    recs, _ = records([(1000.0, p), (1040.0, p)], batch_size=1, idle_timeout=10.0, kind="flow")
+    assert recs.pkts.tolist() == [2] and recs["sum"].tolist() == [0.0]
 
 
 def test_spoofed_flood_keeps_the_table_bounded():
