@@ -54,8 +54,11 @@ def _flow_options(args, config=None) -> dict:
     def pick(name, default):
         given = getattr(args, name)
         return given if given is not None else (getattr(config, name) if config else default)
-    return {"status_interval": pick("status_interval", 5.0), "idle_timeout": pick("idle_timeout", 30.0),
-            "max_flows": pick("max_flows", 1 << 18)}
+    options = {"status_interval": pick("status_interval", 5.0), "idle_timeout": pick("idle_timeout", 30.0),
+               "max_flows": pick("max_flows", 1 << 18)}
+    if getattr(args, "record_kind", None):
+        options["kind"] = args.record_kind
+    return options
 
 
 def _labeller(args, watch=False, model=None, responder_options=None, rule_files=None, variables=None,
@@ -319,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="turn a pcap/pcapng file into Bot-IoT flow records (.csv or .parquet)")
     p.add_argument("pcap")
     p.add_argument("-o", "--output", required=True, help="records file: .csv or .parquet")
+    p.add_argument("--record-kind", choices=("flow", "status", "running"), default="flow",
+                   help="flow: one per flow, as racluster and Bot-IoT's rows (default); status: Argus's status "
+                        "records; running: the flow record so far at each status record (what the live "
+                        "detector sees)")
     flow_args(p)
     p.set_defaults(func=cmd_features)
 

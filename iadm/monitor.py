@@ -112,6 +112,9 @@ def watch(source, records_path: str | None = None, duration: float | None = None
     if took > 1.0:
         print(f"compiled the monitor's kernels in {took:.1f} s (first run only: cached after)", file=stream,
               flush=True)
+    # The detector sees each flow record so far at every status record (what the rules and the
+    # model were tuned on); a flow record silent for the idle timeout ends and frees its slot.
+    options = {"kind": "running", "flow_timeout": options.get("idle_timeout", 30.0)} | options
     pipe = FeaturePipeline(**options)
     writer = RecordWriter(records_path) if records_path else None
     start = last_status = time.monotonic()
@@ -133,7 +136,8 @@ def watch(source, records_path: str | None = None, duration: float | None = None
         shared["stats"] = lambda: pipe.stats() | (live.stats() if live else {}) | extra()
     try:
         for batch in batches:
-            for frame in pipe.push(batch):
+            # A quiet link still closes the status records that came due (by the wall clock).
+            for frame in (pipe.push(batch) if batch is not None else pipe.advance(time.time())):
                 frame = _labelled(frame, labeller)
                 if writer:
                     writer.write(frame)
@@ -164,6 +168,7 @@ def watch(source, records_path: str | None = None, duration: float | None = None
 
 
 def _live_batches(live, start: float, duration: float | None):
-    """Blocks as the kernel retires them; an idle link returns to check the clock every 200 ms."""
+    """Blocks as the kernel retires them; an idle link yields None every 100 ms, to check the clock."""
     while duration is None or time.monotonic() - start < duration:
-        yield from live.blocks(timeout_ms=200)
+        yield from live.blocks(timeout_ms=100)
+        yield None

@@ -456,7 +456,7 @@ class FlowTable:
         gone = np.concatenate(self._gone)
         self._gone = []
         self.stats["flows_expired"] += len(gone)
-        gone = gone[self.active[gone] & (self.SI[gone, EXPIRED] == 1)]
+        gone = np.unique(gone[self.active[gone] & (self.SI[gone, EXPIRED] == 1)])
         self.SI[gone, GEN] += 1
         self._release(gone)
 
