@@ -59,7 +59,7 @@ def main() -> int:
     for name, share, n in identities(bot):
         print(f"| {name} | {share:.1%} | {n:,} |")
     for pcap, category, sub in PAIRS:
-        ours, _ = records_from_pcap(os.path.join(data, "pcaps", pcap))
+        ours, _ = records_from_pcap(os.path.join(data, "pcaps", pcap), kind="flow")
         last = ours.sort_values("seq").groupby(["saddr", "sport", "daddr", "dport", "proto"]).tail(1)
         theirs = bot[(bot.category == category) & (bot.subcategory == sub)]
         print(f"\n## {pcap} (ours, {len(last):,} flows) vs Bot-IoT {category}/{sub} ({len(theirs):,} rows): medians\n")
