@@ -26,7 +26,8 @@ _HEX = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype=np.
 _MAC_LEN = 17                                   # "aa:bb:cc:dd:ee:ff"
 _SHIFTS = np.array([40, 32, 24, 16, 8, 0], dtype=np.uint64)
 _HI = np.array([0, 3, 6, 9, 12, 15])            # where each byte's first hex digit goes
-_CSV_SPECIAL = r'[,"\r\n]'                       # a value with one of these must be quoted
+_CSV_SPECIAL = np.zeros(256, dtype=bool)         # a value with one of these bytes must be quoted
+_CSV_SPECIAL[[ord(c) for c in ',"\r\n']] = True
 
 
 def mac_array(values) -> pa.StringArray:
@@ -52,10 +53,12 @@ def _float_text(series: pd.Series) -> pa.Array:
     """Floats as pandas wrote them: whole values below 1e16 as Python's repr does ("3.0"), the
     rest in Arrow's shortest round-trip form (reads back to the same double); NaN -> null (empty)."""
     x = series.to_numpy()
-    arr = pa.array(x, from_pandas=True)                         # NaN -> null
-    text = arr.cast(pa.string())
     with np.errstate(invalid="ignore"):
         whole = np.isfinite(x) & (x == np.trunc(x)) & (np.abs(x) < 1e16)
+    if whole.all():                                             # counts and zeros: the common case
+        return pc.binary_join_element_wise(pa.array(x.astype(np.int64)).cast(pa.string()), ".0", "")
+    nan = np.isnan(x)
+    text = pa.array(x, mask=nan if nan.any() else None).cast(pa.string())   # NaN -> null (empty)
     if whole.any():
         ints = pa.array(np.where(whole, x, 0).astype(np.int64)).cast(pa.string())
         text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(ints, ".0", ""), text)
@@ -77,7 +80,14 @@ def _csv_column(frame: pd.DataFrame, col: str) -> pa.Array:
 
 
 def _needs_quotes(column) -> bool:
-    return len(column) > 0 and bool(pc.any(pc.match_substring_regex(column, _CSV_SPECIAL)).as_py())
+    """Whether any value of a text column holds a separator, quote or line end. Scans the
+    columns' character buffers (a slice's unused bytes can only cause a needless quoting)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        data = chunk.buffers()[2] if len(chunk) else None
+        if data is not None and _CSV_SPECIAL[np.frombuffer(data, dtype=np.uint8)].any():
+            return True
+    return False
 
 
 def for_output(records: pd.DataFrame) -> pd.DataFrame:
