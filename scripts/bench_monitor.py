@@ -114,14 +114,16 @@ def timed(fn, *args, repeat: int = 1):
 
 
 def run_process(argv: list[str], env=None) -> tuple[float, float]:
-    """Wall seconds and peak resident MiB of one whole process (its own rusage, from wait4)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+    """Wall seconds and peak resident MiB of one whole process. GNU time reports the peak: a child
+    forked from this (large) process would carry this process's peak in its own rusage."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.decode()[-500:]}")
+        return wall, int(peak.read().split()[-1]) / 1024
 
 
 def argus_seconds(path: str, work: str) -> float | None:

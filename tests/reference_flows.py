@@ -33,10 +33,16 @@ def _state(proto, rec, flow, itype, icode, arp):
         if itype == (3 if v4 else 1):
             return {(3 if v4 else 4): "URP", (1 if v4 else 3): "URH", 0: "URN"}.get(icode, "UNR")
         return names.get(itype, "INT")
-    answered = rec["dpkts"] > 0 or flow["m_dpkts"] > 0
-    if proto == arp:
-        return "CON" if answered else "REQ"
-    return "CON" if rec["dpkts"] > 0 else "INT"
+    if rec["spkts"] and rec["dpkts"]:
+        return "CON"
+    if rec["dpkts"]:
+        return "RSP"
+    return "REQ" if flow["nrec"] and proto != arp else "INT"
+
+
+def _us(t):
+    """Whole microseconds, truncated, as Argus keeps time."""
+    return math.floor(t * 1e6 + 1e-3)
 
 
 def reference(packets, interval=5.0, idle=30.0, arp=None):
@@ -49,10 +55,11 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
 
     def close(f):
         rec = f["rec"]
-        dur = rec["ltime"] - rec["stime"]
-        f["m_dpkts"] += rec["dpkts"]
+        first, last = _us(rec["stime"]), _us(rec["ltime"])
+        dur = (last - first) / 1e6
         state = _state(f["proto"], rec, f, f["itype"], f["icode"], arp)
-        status.append(dict(rec, dur=dur, state=state, saddr=f["saddr"], daddr=f["daddr"], sport=f["sport"],
+        f["nrec"] += 1
+        status.append(dict(rec, stime=first / 1e6, ltime=last / 1e6, dur=dur, state=state, saddr=f["saddr"], daddr=f["daddr"], sport=f["sport"],
                            dport=f["dport"], proto=f["proto"]))
         f["records"].append(status[-1])
         f["rec"] = None
@@ -66,7 +73,7 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
         else:
             ports = (p["sport"], p["dport"]) if sender_is_source else (p["dport"], p["sport"])
         raw_sport = p["sport"] if sender_is_source else p["dport"]
-        f.update(saddr=src, daddr=dst, sport=ports[0], dport=ports[1], sflags=0, dflags=0, source=(src, raw_sport),
+        f.update(nrec=0, saddr=src, daddr=dst, sport=ports[0], dport=ports[1], sflags=0, dflags=0, source=(src, raw_sport),
                  syn=p["proto"] == 6 and bool(p["flags"] & TH_SYN))
 
     for p in packets:
@@ -77,7 +84,7 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
         if f is not None and f["rec"] is not None and clock >= f["due"]:
             close(f)
         if f is None:
-            f = flows[key] = {"proto": p["proto"], "rec": None, "records": [], "m_dpkts": 0,
+            f = flows[key] = {"proto": p["proto"], "rec": None, "records": [],
                               "itype": p["itype"], "icode": p["icode"], "last": t}
             open_flow(f, p)
         elif t - f["last"] >= idle:

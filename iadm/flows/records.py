@@ -34,7 +34,7 @@ CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", PROTO_ARP: "arp", 2: "igmp", 47: "gre",
                132: "sctp"}
 PROTO_NUMBERS = {"tcp": 1, "arp": 2, "udp": 3, "icmp": 4, "ipv6-icmp": 5}
-STATES = ["REQ", "INT", "CON", "FIN", "RST", "ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD", "ACC"]
+STATES = ["REQ", "INT", "CON", "FIN", "RST", "ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD", "ACC", "RSP"]
 STATE_NUMBERS = {s: i + 1 for i, s in enumerate(STATES)}
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
@@ -48,12 +48,13 @@ def proto_number(name: str) -> int:
     return PROTO_NUMBERS.get(name, 100 + int(name) if name.isdigit() else 99)
 
 
-_REQ, _INT, _CON, _FIN, _RST, _ECO, _ECR, _URP, _URH, _URN, _UNR, _TXD, _ACC = range(1, 14)
-assert STATES[_ACC - 1] == "ACC" and STATES[_TXD - 1] == "TXD"
+_REQ, _INT, _CON, _FIN, _RST, _ECO, _ECR, _URP, _URH, _URN, _UNR, _TXD, _ACC, _RSP = range(1, 15)
+assert STATES[_ACC - 1] == "ACC" and STATES[_RSP - 1] == "RSP"
 
 
 @njit(cache=True, nogil=True)
-def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_dpkts, m_dpkts, icmp_type, icmp_code):
+def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_spkts, r_dpkts, f_nrec, icmp_type,
+                 icmp_code):
     """Argus's state of one status record, as a STATE_NUMBERS code.
 
     TCP follows the connection, not only the record: RST or FIN when this record carried
@@ -61,10 +62,11 @@ def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_dpkts, 
     was seen; CON once it is established, and for a connection first seen mid-way (Argus
     calls it connected). UDP and others: CON when the destination answered in the record, INT
     otherwise. ICMP: from the first message (echo ECO/ECR, unreachable URN/URH/URP/UNR, time
-    exceeded TXD). ARP: CON when answered, REQ otherwise.
+    exceeded TXD). UDP, ARP and others, by who sent in the record: both sides CON, only the
+    destination RSP, only the source INT on the flow's first record and REQ on a later one
+    (ARP: INT, requests only).
     """
     p = proto
-    answered = r_dpkts > 0 or m_dpkts > 0
     if p == 6:
         flags = r_sflags | r_dflags
         if flags & TH_RST:
@@ -94,9 +96,11 @@ def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_dpkts, 
         if t == (11 if v4 else 3):         # time exceeded
             return _TXD
         return _INT
-    if p == PROTO_ARP:
-        return _CON if answered else _REQ
-    return _CON if r_dpkts > 0 else _INT
+    if r_spkts > 0 and r_dpkts > 0:
+        return _CON
+    if r_dpkts > 0:
+        return _RSP
+    return _REQ if f_nrec > 0 and p != PROTO_ARP else _INT
 
 
 _MAPPED = np.uint64(0x0000FFFF00000000)
@@ -161,6 +165,11 @@ def _rate(count, span):
         return np.where((count > 1) & (span > 0), (count - 1) / np.where(span > 0, span, 1), 0.0)
 
 
+def _whole_us(seconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds truncated to the microsecond (1 ns of slack for float64's x.9999999)."""
+    return np.floor(seconds * 1e6 + 1e-3) / 1e6
+
+
 def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np.ndarray,
                  merged: bool) -> pd.DataFrame:
     """A record frame from the flow table's rows (iadm.flows.table): the status records'
@@ -191,12 +200,14 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
         spkts, dpkts = oi[:, t.O_SPKTS], oi[:, t.O_DPKTS]
         sbytes, dbytes = oi[:, t.O_SBYTES], oi[:, t.O_DBYTES]
         stime, ltime = of[:, t.O_STIME], of[:, t.O_LTIME]
-        total = low = high = mean = ltime - stime     # one record: the statistics of its own duration
+        total = low = high = mean = np.round((_whole_us(ltime) - _whole_us(stime)) * 1e6) / 1e6  # its own dur
         std = np.zeros(len(of))
         state_numbers = oi[:, t.O_STATE]
         sflags, dflags = oi[:, t.O_SFLAGS], oi[:, t.O_DFLAGS]
     pkts = spkts + dpkts
-    dur = ltime - stime
+    # Times as Argus keeps them: truncated to whole microseconds, durations between those.
+    stime, ltime = _whole_us(stime), _whole_us(ltime)
+    dur = np.round((ltime - stime) * 1e6) / 1e6
     uniq_proto, proto_idx = np.unique(proto, return_inverse=True)
     uniq_names = [proto_name(p) for p in uniq_proto.tolist()]
     names = pd.Categorical.from_codes(proto_idx.ravel(), uniq_names)

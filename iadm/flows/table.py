@@ -52,8 +52,8 @@ NSF = 9
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
  M_SBYTES, M_DBYTES, M_NREC, GEN, DIR, SMAC, PROTO, SPORT, DPORT, ICMP_T, ICMP_C, FRESH, EXPIRED,
- M_STATE, F_SYN) = range(25)
-NSI = 25
+ M_STATE, F_SYN, F_NREC) = range(26)
+NSI = 26
 
 # Row buffer columns: one row per record written (a closed status record with the flow record
 # so far, or a final flow record).
@@ -122,6 +122,7 @@ def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
             SI[s, SPORT], SI[s, DPORT] = dport, sport
     SI[s, F_SFLAGS] = SI[s, F_DFLAGS] = 0
     SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN else 0
+    SI[s, F_NREC] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -148,10 +149,17 @@ def _write_row(SI, SF, OF, OI, n, s, final):
 
 
 @njit(cache=True, nogil=True)
+def _microseconds(last, start):
+    """last - start as Argus has it: both truncated to whole microseconds (the 1 ns slack keeps a
+    microsecond timestamp that float64 holds as x.9999999 on its own microsecond)."""
+    return (np.floor(last * 1e6 + 1e-3) - np.floor(start * 1e6 + 1e-3)) / 1e6
+
+
+@njit(cache=True, nogil=True)
 def _close_record(SI, SF, OF, OI, n, s):
     """Close slot s's open status record into row n, folding it into the flow record."""
     start, last = SF[s, R_START], SF[s, R_LAST]
-    dur = last - start
+    dur = _microseconds(last, start)
     SF[s, M_STIME] = min(SF[s, M_STIME], start)
     SF[s, M_LTIME] = max(SF[s, M_LTIME], last)
     SF[s, M_SUM] += dur
@@ -164,7 +172,9 @@ def _close_record(SI, SF, OF, OI, n, s):
     SI[s, M_DBYTES] += SI[s, R_DBYTES]
     SI[s, M_NREC] += 1
     state = state_number(SI[s, PROTO], SI[s, R_SFLAGS], SI[s, R_DFLAGS], SI[s, F_SFLAGS], SI[s, F_DFLAGS],
-                         SI[s, F_SYN], SI[s, R_DPKTS], SI[s, M_DPKTS], SI[s, ICMP_T], SI[s, ICMP_C])
+                         SI[s, F_SYN], SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, F_NREC], SI[s, ICMP_T],
+                         SI[s, ICMP_C])
+    SI[s, F_NREC] += 1
     SI[s, M_STATE] = state
     _write_row(SI, SF, OF, OI, n, s, 0)
     OF[n, O_STIME], OF[n, O_LTIME] = start, last
@@ -292,7 +302,7 @@ class FlowTable:
     of the chosen kind: "status" (Argus status records), "flow" (one racluster-style record per
     flow, at its end) or "running" (the flow record so far, at every status record)."""
 
-    ROWS = 1 << 15
+    ROWS = 1 << 17   # rows a pass writes before the caller drains them: fewer, larger record frames
 
     def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
                  kind: str = "flow", flow_timeout: float | None = None):
