@@ -51,10 +51,10 @@ def warm_up() -> float:
     return time.monotonic() - start
 
 
-def records_from_pcap(path: str, **options) -> tuple[pd.DataFrame, dict]:
+def records_from_pcap(path: str, kind: str = "running", **options) -> tuple[pd.DataFrame, dict]:
     """All records of a capture file (for tests and small files), with the counters."""
     from iadm.capture.pcapfile import read_pcap
-    pipe = FeaturePipeline(**options)
+    pipe = FeaturePipeline(kind=kind, **options)
     frames = []
     for batch in read_pcap(path):
         frames += pipe.push(batch)
