@@ -274,7 +274,7 @@ def cmd_rules_generate(args) -> int:
 def cmd_train(args) -> int:
     from iadm.ml.train import train
     model = train(args.data, args.model, args.output, features_name=args.features, target=args.target,
-                  seed=args.seed, names_file=args.names)
+                  seed=args.seed, names_file=args.names, record_kind=args.record_kind)
     print(f"model -> {model.path} (card {model.path[:-7]}.json), hold-out F1-macro "
           f"{model.card['metrics']['f1_macro']:.4f}")
     return 0
@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: leakage-free; report: the reference report's ten; numeric: every numeric column")
     p.add_argument("--target", choices=("attack", "category"), default="attack")
     p.add_argument("--names", help="feature-names file for a headerless Bot-IoT CSV")
+    p.add_argument("--record-kind", choices=("flow", "status", "running"), default="flow",
+                   help="which records the data holds, for the model card: flow (Bot-IoT's rows, `iadm "
+                        "features`), status, or running (`iadm dataset capture`, what the live detector sees)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="models/NAME: writes NAME.joblib and NAME.json")
     p.set_defaults(func=cmd_train)

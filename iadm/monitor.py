@@ -48,6 +48,13 @@ class Labeller:
         if model:
             from iadm.ml.registry import load
             loaded = load(model)
+            learned = loaded.card.get("data", {}).get("record_kind", "unknown")
+            if learned != "running":   # the detector feeds it running flow records
+                import logging
+                logging.getLogger("iadm").warning(
+                    "model %s learned from %s records; the live detector gives it running flow records "
+                    "(retrain on `iadm dataset capture` output, or on `iadm features --record-kind running`)",
+                    model, learned)
         detector = Detector(engine, loaded, watcher, zscore)
         responder = None
         if responder_options is not None:

@@ -24,7 +24,8 @@ def _prepare(path: str, features_name: str, target: str, names_file: str | None 
 
 
 def train(path: str, kind: str, out: str, features_name: str = "default", target: str = "attack",
-          seed: int = 0, names_file: str | None = None, stream=sys.stderr) -> registry.Model:
+          seed: int = 0, names_file: str | None = None, record_kind: str = "flow",
+          stream=sys.stderr) -> registry.Model:
     from sklearn.model_selection import train_test_split
     frame, features, y, cleaned = _prepare(path, features_name, target, names_file)
     print(cleaned.summary(), file=stream)
@@ -48,12 +49,13 @@ def train(path: str, kind: str, out: str, features_name: str = "default", target
     print(f"trained in {time.monotonic() - started:.1f} s", file=stream, flush=True)
     card = {"kind": kind, "features": features, "feature_set": features_name, "target": target,
             "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_],
-            "data": {"source": path, "rows": len(frame), "fingerprint": registry.fingerprint(frame[features + [target]]),
+            "data": {"source": path, "record_kind": record_kind, "rows": len(frame), "fingerprint": registry.fingerprint(frame[features + [target]]),
                      "class_balance": {str(k): int(v) for k, v in y.value_counts().items()},
                      "cleaning": cleaned.summary()},
             "command": f"iadm train {shlex.quote(path)} --model {kind} --features {features_name} "
                        f"--target {target} -o {shlex.quote(out)}" + (f" --seed {seed}" if seed else "")
-                       + (f" --names {shlex.quote(names_file)}" if names_file else "")}
+                       + (f" --names {shlex.quote(names_file)}" if names_file else "")
+                       + f" --record-kind {record_kind}"}
     registry.save(out, model, card)
     saved = registry.load(out)
     result = _score(saved, frame.loc[test_idx], y.loc[test_idx])
