@@ -132,7 +132,7 @@ def argus_seconds(path: str, work: str) -> float | None:
         return None
     out = os.path.join(work, "argus.out")
     start = time.perf_counter()
-    subprocess.run(["argus", "-F", "/dev/null", "-S", "5", "-r", path, "-w", out], check=True,
+    subprocess.run(["argus", "-S", "5", "-r", path, "-w", out], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(work, "ra.csv"), "w") as fh:
         subprocess.run(["ra", "-r", out, "-n", "-u", "-c", ","], check=True, stdout=fh, stderr=subprocess.DEVNULL)
