@@ -191,13 +191,15 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
     outdir = result.outdir
     names = [h.name for h in net.hosts]
     say(f"topology up: {', '.join(names)}; switch s1 (userspace OVS, OpenFlow 1.3)")
-    for host in net.hosts:   # every host talks once, so the switch has learned them all before the run
-        if host.name != "monitor":
-            host.cmd("ping -n -c1 -W1 10.0.0.2 >/dev/null 2>&1 || true")
     monitor = net.get("monitor")
     tcpdump = procs.start(monitor, ["tcpdump", "-i", "monitor-eth0", "-n", "-B", "65536", "-w",
                                     str(result.pcap)], "tcpdump-monitor")
     _wait_for(procs.logdir / "tcpdump-monitor.log", "listening on", tcpdump, 10, "tcpdump on the monitor port")
+    # Every host talks once, so the switch has learned them all before the run; captured, so
+    # that every host has Normal records before any attack window.
+    for host in net.hosts:
+        if host.name != "monitor":
+            host.cmd("ping -n -c1 -W1 10.0.0.2 >/dev/null 2>&1 || true")
     captures = [tcpdump]
     for target in sorted({a.target for a in scenario.attacks}):
         macs = sorted({host_mac(h) for a in scenario.attacks if a.target == target for h in a.hosts})
