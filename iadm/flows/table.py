@@ -423,10 +423,10 @@ class FlowTable:
                 self.Q[Q_GONE] = 0
             if not full:
                 return
-            if rows < self.ROWS // 2:   # it stopped for a full ring, not for rows
-                self._due = self._grow(self._due, Q_HEAD, Q_TAIL)
-                if self.flow_timeout:
-                    self._quiet = self._grow(self._quiet, X_HEAD, X_TAIL)
+            # It stopped for rows (drained above) or for a ring: each ring doubles once half full.
+            self._due = self._grow(self._due, Q_HEAD, Q_TAIL)
+            if self.flow_timeout:
+                self._quiet = self._grow(self._quiet, X_HEAD, X_TAIL)
 
     def _grow(self, ring, head, tail):
         size = len(ring[0])
