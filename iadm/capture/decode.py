@@ -16,6 +16,10 @@ ARP, IPv4, IPv6 (hop-by-hop, routing, destination-options and fragment
 headers skipped); TCP (ports, flags, window), UDP, ICMP and ICMPv6 (type,
 code, echo id). Addresses are kept as two uint64 words each: IPv4 as
 IPv4-mapped IPv6 (::ffff:a.b.c.d), so one flow table serves both.
+`l4` is where each kept packet's transport header (its ARP header for ARP)
+starts in batch.buf, so that payload inspectors (iadm.inspect) read contents
+without parsing the link and IP layers again; it is not checked against the
+captured length beyond what the decoder itself read.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class Decoded:
     icmp_type: np.ndarray    # int16, -1 for non-ICMP
     icmp_code: np.ndarray
     src_mac: np.ndarray      # uint64, 0 when the link has no Ethernet header
+    l4: np.ndarray           # int32: offset in batch.buf of the transport header (IP) or the ARP header, else -1
     counters: dict = field(default_factory=dict)
 
     def __len__(self):
@@ -97,6 +102,7 @@ def _decode(buf, offsets, caplen, linktype):
     itype_o = np.full(n, -1, dtype=np.int16)
     icode_o = np.full(n, -1, dtype=np.int16)
     mac_o = np.zeros(n, dtype=np.uint64)
+    l4_o = np.empty(n, dtype=np.int32)
     counts = np.zeros(6, dtype=np.int64)   # truncated, bad_header, fragments, other_ethertype, unsupported, decoded
     mapped = IPV4_MAPPED
     k = 0
@@ -195,6 +201,7 @@ def _decode(buf, offsets, caplen, linktype):
                 outcome = _BAD
             else:
                 proto = PROTO_ARP
+                l4 = l3
                 s_lo = mapped | np.uint64(_be32(buf, l3 + 14))
                 d_lo = mapped | np.uint64(_be32(buf, l3 + 24))
         else:
@@ -244,15 +251,16 @@ def _decode(buf, offsets, caplen, linktype):
         flags_o[k], window_o[k] = flags, window
         itype_o[k], icode_o[k] = itype, icode
         mac_o[k] = mac
+        l4_o[k] = l4 if l4 <= 0x7FFFFFFF else -1   # a buffer past 2 GiB: no offset rather than a wrong one
         k += 1
     counts[5] = k
     return (keep[:k], proto_o[:k], src_hi_o[:k], src_lo_o[:k], dst_hi_o[:k], dst_lo_o[:k], sport_o[:k],
-            dport_o[:k], flags_o[:k], window_o[:k], itype_o[:k], icode_o[:k], mac_o[:k], counts)
+            dport_o[:k], flags_o[:k], window_o[:k], itype_o[:k], icode_o[:k], mac_o[:k], l4_o[:k], counts)
 
 
 def decode(batch: Batch, counters: dict | None = None) -> Decoded:
     counters = counters if counters is not None else dict.fromkeys(COUNTERS, 0)
-    (keep, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, window, itype, icode, mac,
+    (keep, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, window, itype, icode, mac, l4,
      counts) = _decode(batch.buf, np.ascontiguousarray(batch.offsets, dtype=np.int64),
                        np.ascontiguousarray(batch.caplen, dtype=np.int64),
                        np.ascontiguousarray(batch.linktype, dtype=np.int64))
@@ -262,4 +270,5 @@ def decode(batch: Batch, counters: dict | None = None) -> Decoded:
         counters[name] += value
     return Decoded(ts=batch.ts[keep], wirelen=batch.wirelen[keep], proto=proto, src_hi=src_hi, src_lo=src_lo,
                    dst_hi=dst_hi, dst_lo=dst_lo, sport=sport, dport=dport, tcp_flags=flags, tcp_window=window,
-                   icmp_type=itype, icmp_code=icode, src_mac=mac, counters=counters)
+                   icmp_type=itype, icmp_code=icode, src_mac=mac, l4=l4,
+                   counters=counters)
