@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -97,50 +96,25 @@ def cmd_monitor(args) -> int:
               status_every=args.status_every, labeller=_labeller(args, watch=True), **_flow_options(args))
         return 0
     from iadm.config import load_monitor_config
+    from iadm.detection.compose import build_monitor
+    from iadm.rules.parser import RuleErrors
     config = load_monitor_config(args.config)
-    from iadm.alerts.log import AlertLog
-    from iadm.sdn.client import VerdictClient
-    zscore = None
-    if config.zscore:
-        from iadm.stats.zscore import ZScoreDetector
-        os.makedirs(os.path.dirname(os.path.abspath(config.zscore_db)), exist_ok=True)
-        zscore = ZScoreDetector(config.zscore_db, config.zscore_tolerance, config.zscore_frequency,
-                                config.zscore_min_count)
-    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
-    client = VerdictClient(config.verdict_url, config.verdict_token) if config.verdict_url else None
-    labeller = _labeller(args, watch=True, model=config.model or None, rule_files=config.rule_files,
-                         variables=config.variables, zscore=zscore,
-                         responder_options={"client": client, "alert_log": alert_log,
-                                            "block_seconds": config.block_seconds,
-                                            "min_records": config.min_records,
-                                            "model_min_records": config.model_min_records,
-                                            "evidence_seconds": config.evidence_seconds,
-                                            "realert_seconds": config.realert_seconds,
-                                            "replay": bool(args.pcap)})
-    shared = {"stats": dict}
-    api = None
-    if config.api:
-        from iadm.api.operator import ErrorLog, MonitorState, OperatorServer
-        errors = ErrorLog()
-        logging.getLogger("iadm").addHandler(errors)
-        state = MonitorState(labeller.detector, labeller.responder, stats=lambda: shared["stats"](),
-                             alert_log=config.alert_log, client=client, errors=errors)
-        api = OperatorServer((config.api_host, config.api_port), state, config.api_token)
-        api.start()
+    try:
+        monitor = build_monitor(config, replay=bool(args.pcap), rule_files=args.rules, variables=args.vars)
+    except RuleErrors as errs:
+        raise ValueError(f"rules not loaded:\n{errs}") from None
+    api = monitor.api
     print(f"iadm monitor: rules {', '.join(args.rules or config.rule_files)}, model {config.model or 'none'}, "
-          f"z-score {'on' if zscore else 'off'}, verdicts to {config.verdict_url or 'nobody (alerts only)'}, "
+          f"z-score {'on' if config.zscore else 'off'}, verdicts to {config.verdict_url or 'nobody (alerts only)'}, "
           f"alert log {config.alert_log}"
           + (f", operator API http://{api.server_address[0]}:{api.server_address[1]}/" if api else ""),
           file=sys.stderr, flush=True)
+    given = {k: v for k, v in _flow_options(args).items() if getattr(args, k, None) is not None}
     try:
-        watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
-              status_every=args.status_every, labeller=labeller, shared=shared, **_flow_options(args, config))
+        monitor.run({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
+                    status_every=args.status_every, **given)
     finally:
-        if api:
-            api.shutdown()
-            api.server_close()
-        labeller.close()
-        alert_log.close()
+        monitor.close()
     return 0
 
 

@@ -23,6 +23,7 @@ class Labeller:
         self.responder = responder
         self.attacks = 0
         self.saved_at = time.monotonic()
+        self.observers = []   # callables(records, verdicts), e.g. a benchmark's tally
 
     def idle(self) -> None:
         """Housekeeping between batches: persist the Z-score statistics now and then."""
@@ -37,7 +38,8 @@ class Labeller:
     @classmethod
     def from_rules(cls, rule_files: list[str], variables: str | None, watch: bool = False,
                    model: str | None = None, responder_options: dict | None = None, zscore=None):
-        from iadm.detect import Detector, Responder
+        from iadm.detection.detector import Detector
+        from iadm.detection.responder import Responder
         from iadm.rules.engine import RuleEngine
         from iadm.rules.watch import RuleWatcher
         engine = RuleEngine.from_files(rule_files, variables)
@@ -67,6 +69,8 @@ class Labeller:
         self.attacks += int(verdicts["attack"].sum())
         if self.responder is not None:
             self.responder(frame, verdicts)
+        for observe in self.observers:
+            observe(frame, verdicts)
         return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"].to_numpy(),
                             subcategory=verdicts["subcategory"].to_numpy(), rule_sid=verdicts["rule_sid"].to_numpy())
 

@@ -1,9 +1,6 @@
-"""The live decision path: record frames -> opinions -> fused verdicts -> controller + alert log.
+"""The responder: fused verdicts -> at most one controller verdict per attacker + alert lines.
 
-Detector: the rule engine and the model give their opinions on every record
-and iadm.verdict.fuse turns them into one verdict per record.
-
-Responder: turns attack verdicts into at most one controller verdict per
+It turns attack verdicts into at most one controller verdict per
 attacker and one alert line per decision, because a flood is hundreds of
 thousands of attack records a second:
 - The attacker is the record's source MAC (the host that sent the flow's
@@ -28,7 +25,6 @@ thousands of attack records a second:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,35 +33,9 @@ import numpy as np
 import pandas as pd
 
 from iadm.alerts.log import eve_timestamp
-from iadm.flows.records import RECORD_COLUMNS, mac_text
-from iadm.verdict import fuse
+from iadm.flows.records import mac_text
 
-log = logging.getLogger("iadm.detect")
-
-
-class Detector:
-    def __init__(self, engine, model=None, watcher=None, zscore=None):
-        self.engine = engine
-        self.model = model
-        self.watcher = watcher
-        self.zscore = zscore
-        self.model_name = os.path.basename(model.path).removesuffix(".joblib") if model is not None else ""
-        if model is not None:
-            model.check(pd.DataFrame(columns=RECORD_COLUMNS), "monitor's flow records")
-
-    def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
-        """The fused verdict of every record, row for row."""
-        if self.watcher:
-            self.watcher.poll()
-        records = records.reset_index(drop=True)
-        rules = self.engine.evaluate(records).labels()
-        model = self.model.predict(records) if self.model is not None else None
-        target = self.model.card["target"] if self.model is not None else "attack"
-        zscore = self.zscore.score(records) if self.zscore is not None else None
-        return fuse(rules, model, target, zscore)
-
-    def rule(self, sid: int):
-        return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
+log = logging.getLogger("iadm.detection")
 
 
 @dataclass
@@ -88,7 +58,7 @@ class _Attacker:
 class Responder:
     def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
-                 realert_seconds: float = 10.0, detector: Detector | None = None, clock=time.time,
+                 realert_seconds: float = 10.0, detector=None, clock=time.time,
                  replay: bool = False):
         self.client = client
         self.alert_log = alert_log

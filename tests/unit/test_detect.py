@@ -7,7 +7,8 @@ import pytest
 
 from iadm.alerts.log import AlertLog, read_events
 from iadm.capture.batch import Batch
-from iadm.detect import Detector, Responder
+from iadm.detection.detector import Detector
+from iadm.detection.responder import Responder
 from iadm.flows.pipeline import FeaturePipeline
 from iadm.ml import registry
 from iadm.rules.engine import RuleEngine

@@ -9,7 +9,7 @@ import pytest
 from iadm.ml import evaluate, registry
 from iadm.ml.datasets import FULL_COLUMNS, DatasetError, load, read_records
 from iadm.ml.train import evaluate_file, train
-from iadm.verdict import agreement, fuse
+from iadm.detection.fusion import agreement, fuse
 
 BOT_IOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "bot-iot", "BoT_IoT_1000.csv")
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 from iadm.alerts.log import AlertLog, eve_timestamp
 from iadm.api.operator import OPENAPI, ErrorLog, MonitorState, OperatorServer
-from iadm.detect import Detector
+from iadm.detection.detector import Detector
 from iadm.rules.engine import RuleEngine
 from iadm.stats.zscore import ZScoreDetector
 

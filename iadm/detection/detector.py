@@ -1,0 +1,34 @@
+"""The detector: every record's opinions (rules, model, Z-score) fused into one verdict per record."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from iadm.detection.fusion import fuse
+from iadm.flows.records import RECORD_COLUMNS
+
+
+class Detector:
+    def __init__(self, engine, model=None, watcher=None, zscore=None):
+        self.engine = engine
+        self.model = model
+        self.watcher = watcher
+        self.zscore = zscore
+        self.model_name = os.path.basename(model.path).removesuffix(".joblib") if model is not None else ""
+        if model is not None:
+            model.check(pd.DataFrame(columns=RECORD_COLUMNS), "monitor's flow records")
+
+    def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The fused verdict of every record, row for row."""
+        if self.watcher:
+            self.watcher.poll()
+        records = records.reset_index(drop=True)
+        rules = self.engine.evaluate(records).labels()
+        model = self.model.predict(records) if self.model is not None else None
+        target = self.model.card["target"] if self.model is not None else "attack"
+        zscore = self.zscore.score(records) if self.zscore is not None else None
+        return fuse(rules, model, target, zscore)
+
+    def rule(self, sid: int):
+        return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
