@@ -183,11 +183,15 @@ class RuleSet:
 
 
 def _flags_match(flags, spec) -> np.ndarray:
-    mode, bits = spec
+    """Snort's semantics: the ignored bits are masked off first; exact compares all eight bits."""
+    mode, bits, ignored = spec
+    flags = flags & 0xFF & ~ignored
     if mode == "exact":
-        return (flags & 0xFF) == bits
+        return flags == bits
     if mode == "all":
         return (flags & bits) == bits
+    if mode == "none":
+        return (flags & bits) == 0
     return (flags & bits) != 0
 
 
@@ -301,6 +305,7 @@ class Matches:
             "sid": np.array([r.sid for r in rules] + [0], dtype=np.int64)[best],
             "msg": column([r.msg for r in rules] + [""]),
             "action": column([r.action for r in rules] + [""]),
+            "technique": column([r.technique if a else "" for r, a in zip(rules, is_attack)] + [""]),
         })
 
 

@@ -104,6 +104,24 @@ class Rule:
                 return value.strip()
         return self.proto.upper() if self.category in ("DoS", "DDoS") else None
 
+    def meta(self, key: str) -> str:
+        """The value of `metadata: KEY VALUE` ("" when absent)."""
+        for item in self.metadata:
+            name, _, value = item.partition(" ")
+            if name == key:
+                return value.strip()
+        return ""
+
+    @property
+    def technique(self) -> str:
+        """What the rule detects beyond Bot-IoT's category (metadata: technique syn_flood)."""
+        return self.meta("technique")
+
+    @property
+    def mitre(self) -> str:
+        """Its MITRE ATT&CK technique id (metadata: mitre_technique_id T1498.001), as ET rules carry it."""
+        return self.meta("mitre_technique_id")
+
     @property
     def packet_level(self) -> bool:
         """Header and flags only: can be evaluated on single packets."""

@@ -11,6 +11,7 @@ the first, so `iadm rules check` reports a whole file at once.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
 from iadm.flows.records import BASE_COLUMNS, WINDOW_COLUMNS
@@ -316,12 +317,18 @@ def _option(s: _Scanner, options: dict, name: str, value: str, pos: int) -> None
     elif name == "metadata":
         options["metadata"] += [v.strip() for v in value.split(",") if v.strip()]
     elif name == "flags":
-        match = re.fullmatch(r"([FSRPAUEC0]+)([+*]?)", value)
-        if not match or ("0" in match.group(1) and len(match.group(1)) > 1):
-            raise s.error("flags expects TCP flag letters F S R P A U E C (or 0), optionally + (all of) "
-                          "or * (any of)", value, pos)
-        bits = sum(TCP_FLAG_BITS.get(ch, 0) for ch in match.group(1))
-        options["flags"] = ({"": "exact", "+": "all", "*": "any"}[match.group(2)], bits)
+        # Snort's form: [modifier]FLAGS[modifier][,IGNORED]; modifiers + (these and maybe others),
+        # * (any of these), ! (none of these); 1 and 2 are Snort 2's names for CWR and ECE.
+        match = re.fullmatch(r"([+*!]?)([FSRPAUEC120]+)([+*!]?)(?:,([FSRPAUEC12]+))?", value.replace(" ", ""))
+        if (not match or (match.group(1) and match.group(3))
+                or ("0" in match.group(2) and (len(match.group(2)) > 1 or match.group(1) or match.group(3)))):
+            raise s.error("flags expects TCP flag letters F S R P A U C E (or 1 2 for CWR ECE, or 0 for none), "
+                          "optionally + (all of), * (any of) or ! (none of), and ,LETTERS to ignore", value, pos)
+        letters = {"1": "C", "2": "E"}
+        bits = sum(TCP_FLAG_BITS.get(letters.get(ch, ch), 0) for ch in match.group(2))
+        ignored = sum(TCP_FLAG_BITS[letters.get(ch, ch)] for ch in match.group(4) or "")
+        modifier = match.group(1) or match.group(3)
+        options["flags"] = ({"": "exact", "+": "all", "*": "any", "!": "none"}[modifier], bits, ignored)
     elif name in ("threshold", "detection_filter"):
         usage = f"{name} expects `{'type limit|threshold|both, ' if name == 'threshold' else ''}" \
                 f"track by_src|by_dst, count N, seconds S`"
@@ -375,8 +382,18 @@ def parse_rules(text: str, path: str = "<rules>", variables: Variables | None = 
     return rules
 
 
+def default_variables(rule_paths: list[str]) -> str | None:
+    for path in rule_paths[:1]:
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "variables.conf")
+        if os.path.isfile(beside):
+            return beside
+    return None
+
+
 def load_rules(paths: list[str], variables_path: str | None = None) -> list[Rule]:
-    """Rules from several files; sids must be unique across them."""
+    """Rules from several files; sids must be unique across them. Without a variables file, the
+    `variables.conf` beside the first rules file is used when there is one (as the CLI's help says)."""
+    variables_path = variables_path or default_variables(paths)
     variables = Variables.load(variables_path) if variables_path else Variables()
     rules, errors, sids = [], [], {}
     for path in paths:

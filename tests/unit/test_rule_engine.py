@@ -223,3 +223,16 @@ def test_watcher_reloads_on_change_and_on_sighup_and_refuses_broken_files(tmp_pa
     finally:
         signal.signal(signal.SIGHUP, previous)
     assert engine.evaluate(frame).labels().msg.tolist() == ["v4"]
+
+
+def test_flag_masks_and_negation_follow_snort():
+    """A SYN flood whose SYNs carry ECE+CWR walks around `flags:S` but not `flags:S,CE`; `!A` is
+    "ACK not set"; `+` ignores extra bits; the ignored bits are masked before an exact compare."""
+    engine = RuleEngine(parse_rules("alert tcp any any -> any any (flags:S; classtype:dos; sid:1;)\n"
+                                    "alert tcp any any -> any any (flags:S,CE; classtype:dos; sid:2;)\n"
+                                    "alert tcp any any -> any any (flags:!A; classtype:dos; sid:3;)\n"
+                                    "alert tcp any any -> any any (flags:S+; classtype:dos; sid:4;)"))
+    frame = table(*[("tcp", "10.0.0.1", i, "10.0.0.2", 80, 0, 0) for i in range(4)])
+    frame["sflags"] = [0x02, 0xC2, 0x12, 0x01]     # SYN; SYN+ECE+CWR; SYN+ACK; FIN
+    hits = engine.evaluate(frame)
+    assert [sorted(r.sid for r in hits.for_row(i)) for i in range(4)] == [[1, 2, 3, 4], [2, 3, 4], [4], [3]]

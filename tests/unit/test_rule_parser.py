@@ -29,7 +29,7 @@ def test_design_example_with_variables_flags_and_all_options(tmp_path):
                       'classtype:dos; sid:1000001; rev:2; priority:1; reference:url,example.org/x; '
                       'metadata:created 2026, subcategory TCP; '
                       'threshold: type both, track by_dst, count 10, seconds 5;)', variables=variables(tmp_path))
-    assert rule.action == "drop" and rule.flags == ("exact", 0x02) and rule.rev == 2 and rule.priority == 1
+    assert rule.action == "drop" and rule.flags == ("exact", 0x02, 0) and rule.rev == 2 and rule.priority == 1
     assert rule.src.contains("8.8.8.8") and not rule.src.contains("10.0.0.7")
     assert rule.dst.contains("192.168.1.4") and not rule.dst.contains("172.16.0.1")
     assert rule.references == ["url,example.org/x"] and rule.metadata == ["created 2026", "subcategory TCP"]
@@ -59,8 +59,10 @@ def test_address_forms(tmp_path, addr, inside, outside):
     assert all(rule.src.contains(a) for a in inside) and not any(rule.src.contains(a) for a in outside)
 
 
-@pytest.mark.parametrize("flags, expected", [("S", ("exact", 2)), ("SA", ("exact", 0x12)), ("SF+", ("all", 3)),
-                                             ("RA*", ("any", 0x14)), ("0", ("exact", 0)), ("FPU", ("exact", 41))])
+@pytest.mark.parametrize("flags, expected", [
+    ("S", ("exact", 2, 0)), ("SA", ("exact", 0x12, 0)), ("SF+", ("all", 3, 0)), ("+SF", ("all", 3, 0)),
+    ("RA*", ("any", 0x14, 0)), ("0", ("exact", 0, 0)), ("FPU", ("exact", 41, 0)), ("S,CE", ("exact", 2, 0xC0)),
+    ("S,12", ("exact", 2, 0xC0)), ("!A", ("none", 0x10, 0)), ("SEC", ("exact", 0xC2, 0)), ("*FA,C", ("any", 0x11, 0x80))])
 def test_flag_forms(flags, expected):
     assert parse_rule(f"alert tcp any any -> any any (flags:{flags}; sid:1;)").flags == expected
 
@@ -108,6 +110,8 @@ BAD = [
     ("alert tcp any any -> any 80 (sid:1; sid:2;)", "sid:2", "given twice"),
     ("alert tcp any any -> any 80 (sid:1; flags:SX;)", "SX", "flags expects"),
     ("alert tcp any any -> any 80 (sid:1; flags:0S;)", "0S", "flags expects"),
+    ("alert tcp any any -> any 80 (sid:1; flags:+S*;)", "+S*", "flags expects"),
+    ("alert tcp any any -> any 80 (sid:1; flags:S,X;)", "S,X", "flags expects"),
     ("alert tcp any any -> any 80 (sid:1; threshold: type limit, track by_src, count 5;)",
      "type limit", "threshold needs exactly"),
     ("alert tcp any any -> any 80 (sid:1; threshold: type often, track by_src, count 5, seconds 1;)",
@@ -189,3 +193,12 @@ def test_shipped_rules_and_variables_load():
     assert all(r.classtype for r in rules if r.action != "pass")
     net = ipaddress.ip_network("10.0.0.0/8")
     assert any(net in r.src.include for r in rules)
+
+
+def test_variables_conf_beside_the_rules_is_the_default(tmp_path):
+    (tmp_path / "site.rules").write_text('alert tcp any any -> $HOME_NET 22 (msg:"ssh"; classtype:dos; sid:7;)\n')
+    with pytest.raises(RuleErrors, match="HOME_NET"):
+        load_rules([str(tmp_path / "site.rules")])
+    (tmp_path / "variables.conf").write_text("ipvar HOME_NET [10.0.0.0/8]\n")
+    rule, = load_rules([str(tmp_path / "site.rules")])
+    assert rule.dst.contains("10.1.2.3") and not rule.dst.contains("192.168.0.1")
