@@ -11,11 +11,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from http.server import HTTPServer
 
 from iadm.alerts.log import read_events
 from iadm.alerts.review import SOURCES, AlertFilter, parse_time
-from iadm.httpjson import ApiError, JsonHandler
+from iadm.httpjson import ApiError, ApiServer, JsonHandler
 from iadm.stats.zscore import ENTITIES, FREQUENCY_RANGE, MEASUREMENTS, TOLERANCE_RANGE, SettingError
 
 MAX_PAGE = 1000
@@ -209,10 +208,10 @@ class _Handler(JsonHandler):
         return 200, metrics.render(), metrics.content_type
 
 
-class OperatorServer(HTTPServer):
-    allow_reuse_address = True
+class OperatorServer(ApiServer):
+    """Concurrent, capped, with read deadlines (iadm.httpjson.ApiServer): a stalled client holds up nobody."""
 
-    def __init__(self, address: tuple, state: MonitorState, token: str, metrics=None):
+    def __init__(self, address: tuple, state: MonitorState, token: str, metrics=None, **limits):
         if not token:
             raise ValueError("the operator API needs a token (config api.token or IADM_API_TOKEN)")
         from iadm.metrics import MonitorMetrics
@@ -220,7 +219,7 @@ class OperatorServer(HTTPServer):
         self.token = token
         self.metrics = metrics or MonitorMetrics(state.stats, state.responder)
         self.count_error = self.metrics.api_error
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, **limits)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,

@@ -6,13 +6,13 @@
     GET  /metrics       Prometheus text (no token)
 
 Every error is a JSON document {"error": {"status", "message", "field"?}}
-and a refused request changes nothing.
+and a refused request changes nothing. Connections are served concurrently,
+capped, with read deadlines (iadm.httpjson.ApiServer): a stalled client does
+not delay anyone's verdict.
 """
 from __future__ import annotations
 
-from http.server import HTTPServer
-
-from iadm.httpjson import MAX_BODY, JsonHandler
+from iadm.httpjson import MAX_BODY, ApiServer, JsonHandler
 from iadm.sdn.verdicts import parse_verdict
 
 API_VERSION = 1
@@ -39,11 +39,11 @@ class _Handler(JsonHandler):
         return 200, self.server.metrics.render(), self.server.metrics.content_type
 
 
-class VerdictServer(HTTPServer):
-    """One request at a time: verdicts are small and the core is locked anyway."""
-    allow_reuse_address = True
+class VerdictServer(ApiServer):
+    """Each connection in its own worker (`spawn`: the framework's hub.spawn in the app, a thread by
+    default); the core locks its own state, and a verdict's barrier wait holds up only its own client."""
 
-    def __init__(self, address: tuple, core, token: str, metrics=None):
+    def __init__(self, address: tuple, core, token: str, metrics=None, **limits):
         if not token:
             raise ValueError("the verdict API needs a token (config api.token or IADM_API_TOKEN)")
         from iadm.metrics import ControllerMetrics
@@ -51,4 +51,4 @@ class VerdictServer(HTTPServer):
         self.token = token
         self.metrics = metrics or ControllerMetrics(core)
         self.count_error = self.metrics.api_error
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, **limits)
