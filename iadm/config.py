@@ -102,6 +102,8 @@ class MonitorConfig:
     model_min_records: int = 10
     evidence_seconds: float = 2.0
     realert_seconds: float = 10.0
+    uplink_macs: list = field(default_factory=list)
+    no_uplink: bool = False
     alert_log: str = "/var/log/iadm/alerts.json"
     alert_max_bytes: int = 64 << 20
     alert_keep: int = 5
@@ -134,6 +136,8 @@ _MONITOR_SCHEMA = {
     "verdicts.model_min_records": ("model_min_records", int, _positive),
     "verdicts.evidence_seconds": ("evidence_seconds", (int, float), _positive),
     "verdicts.realert_seconds": ("realert_seconds", (int, float), _positive),
+    "verdicts.uplink_macs": ("uplink_macs", list, lambda v: all(isinstance(m, str) and len(m) == 17 for m in v)),
+    "verdicts.no_uplink": ("no_uplink", bool, None),
     "alerts.log": ("alert_log", str, None),
     "alerts.max_bytes": ("alert_max_bytes", int, lambda v: v >= 4096),
     "alerts.keep": ("alert_keep", int, _positive),

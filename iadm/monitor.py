@@ -24,6 +24,7 @@ class Labeller:
         self.attacks = 0
         self.saved_at = time.monotonic()
         self.observers = []   # callables(records, verdicts), e.g. a benchmark's tally
+        self.inspectors = []  # packet inspectors the pipeline runs on every batch (iadm/inspect)
 
     def idle(self) -> None:
         """Housekeeping between batches: persist the Z-score statistics now and then."""
@@ -57,11 +58,19 @@ class Labeller:
                     "model %s learned from %s records; the live detector gives it running flow records "
                     "(retrain on `iadm dataset capture` output, or on `iadm features --record-kind running`)",
                     model, learned)
-        detector = Detector(engine, loaded, watcher, zscore)
+        from iadm.detection.behaviour import BehaviourWatch
+        detector = Detector(engine, loaded, watcher, zscore, BehaviourWatch() if responder_options is not None else None)
         responder = None
+        inspectors = []
         if responder_options is not None:
-            responder = Responder(detector=detector, **responder_options)
-        return cls(detector, responder)
+            from iadm.detection.uplink import UplinkWatch
+            options = dict(responder_options)
+            uplink = UplinkWatch(known=options.pop("uplink_macs", ()), no_uplink=options.pop("no_uplink", False))
+            responder = Responder(detector=detector, uplink=uplink, **options)
+            inspectors.append(uplink)
+        labeller = cls(detector, responder)
+        labeller.inspectors = inspectors
+        return labeller
 
     def __call__(self, frame):
         frame = frame.reset_index(drop=True)
@@ -126,7 +135,7 @@ def watch(source, records_path: str | None = None, duration: float | None = None
     # The detector sees each flow record so far at every status record (what the rules and the
     # model were tuned on); a flow record silent for the idle timeout ends and frees its slot.
     options = {"kind": "running", "flow_timeout": options.get("idle_timeout", 30.0)} | options
-    pipe = FeaturePipeline(**options)
+    pipe = FeaturePipeline(**options, inspectors=labeller.inspectors if labeller is not None else ())
     writer = RecordWriter(records_path) if records_path else None
     start = last_status = time.monotonic()
     last_records = 0

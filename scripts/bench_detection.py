@@ -68,6 +68,7 @@ class Tally:
     records: int = 0
     alerted: int = 0
     by_source: Counter = dataclasses.field(default_factory=Counter)
+    sids: Counter = dataclasses.field(default_factory=Counter)     # alerted records by rule / watcher sid
     hosts: dict = dataclasses.field(default_factory=dict)       # source MAC text -> set of source addresses
     first_attack: float = float("inf")
 
@@ -76,6 +77,8 @@ class Tally:
         attack = verdicts["attack"].to_numpy(dtype=bool)
         # the Z-score's opinion alone is an anomaly note, not an alert (logged, never blocked on)
         self.alerted += int((attack & (verdicts["source"].to_numpy() != "zscore")).sum())
+        for sid, n in Counter(verdicts["rule_sid"].to_numpy()[attack].tolist()).items():
+            self.sids[int(sid)] += n
         for source, n in Counter(verdicts["source"].to_numpy()[attack]).items():
             for part in str(source).split("+"):
                 self.by_source[part] += n
@@ -148,8 +151,8 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
         if not attack:
             return False
         src = event.get("src_ip")
-        if entry["attackers"] is None:
-            return src != entry["victim"] or event.get("dest_ip") == entry["victim"]
+        if entry["attackers"] is None:   # every source but the victim; the victim may be either end
+            return True
         return src in entry["attackers"] or (event.get("src_mac") or "") in _macs_of(tally, entry["attackers"])
 
     def attacker_target(verdict) -> bool:
@@ -180,8 +183,9 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
         "file": entry["file"], "truth": entry["truth"], "packets": stats.get("packets", 0),
         "records": tally.records, "alerted": tally.alerted, "by_rule": tally.by_source.get("rule", 0),
         "by_model": tally.by_source.get("model", 0), "by_zscore": tally.by_source.get("zscore", 0),
-        "by_inspector": tally.by_source.get("inspector", 0),
+        "by_inspector": tally.by_source.get("inspector", 0), "by_behaviour": tally.by_source.get("behaviour", 0),
         "blocked_wrong": sorted({_target_text(v, tally) for v in wrong}),
+        "sids": dict(tally.sids.most_common()),
         "categories": dict(Counter(e.get("alert", {}).get("category", "") for e in alerts)),
         "seconds": round(took, 2),
     }
@@ -238,12 +242,12 @@ def summary(rows: list[dict]) -> dict:
 
 
 def print_table(rows: list[dict], out=sys.stdout) -> None:
-    head = (f"{'capture':44} {'packets':>8} {'records':>8} {'alerted':>7} {'rule':>6} {'model':>6} {'insp':>5} "
+    head = (f"{'capture':44} {'packets':>8} {'records':>8} {'alerted':>7} {'rule':>6} {'behav':>6} {'model':>6} {'insp':>5} "
             f"{'z':>6}  {'result'}")
     print(head, file=out)
     for r in rows:
         name = r["file"].removeprefix("pcaps/")[-44:]
-        counts = (f"{name:44} {r['packets']:>8,} {r['records']:>8,} {r['alerted']:>7,} {r['by_rule']:>6,} "
+        counts = (f"{name:44} {r['packets']:>8,} {r['records']:>8,} {r['alerted']:>7,} {r['by_rule']:>6,} {r['by_behaviour']:>6,} "
                   f"{r['by_model']:>6,} {r['by_inspector']:>5,} {r['by_zscore']:>6,}")
         if r["truth"] == "benign":
             result = "benign: " + ("BLOCKED " + "; ".join(r["blocked_wrong"]) if r["blocked_wrong"] else "no block")

@@ -54,6 +54,7 @@ class Decoded:
     icmp_code: np.ndarray
     src_mac: np.ndarray      # uint64, 0 when the link has no Ethernet header
     l4: np.ndarray           # int32: offset in batch.buf of the transport header (IP) or the ARP header, else -1
+    frame: np.ndarray = None  # int64: index of each decoded packet's frame in its batch
     counters: dict = field(default_factory=dict)
 
     def __len__(self):
@@ -271,4 +272,4 @@ def decode(batch: Batch, counters: dict | None = None) -> Decoded:
     return Decoded(ts=batch.ts[keep], wirelen=batch.wirelen[keep], proto=proto, src_hi=src_hi, src_lo=src_lo,
                    dst_hi=dst_hi, dst_lo=dst_lo, sport=sport, dport=dport, tcp_flags=flags, tcp_window=window,
                    icmp_type=itype, icmp_code=icode, src_mac=mac, l4=l4,
-                   counters=counters)
+                   frame=np.arange(len(batch.offsets), dtype=np.int64)[keep], counters=counters)

@@ -64,7 +64,8 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
         responder_options={"client": client, "alert_log": alert_log, "block_seconds": config.block_seconds,
                            "min_records": config.min_records, "model_min_records": config.model_min_records,
                            "evidence_seconds": config.evidence_seconds,
-                           "realert_seconds": config.realert_seconds, "replay": replay})
+                           "realert_seconds": config.realert_seconds, "replay": replay,
+                           "uplink_macs": config.uplink_macs, "no_uplink": config.no_uplink})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
                     "max_flows": config.max_flows}
     monitor = Monitor(labeller, alert_log, client, flow_options)

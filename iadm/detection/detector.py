@@ -10,8 +10,11 @@ from iadm.flows.records import RECORD_COLUMNS
 
 
 class Detector:
-    def __init__(self, engine, model=None, watcher=None, zscore=None):
+    """Rules (one record), behaviour (a source over time), the model and the Z-score, fused."""
+
+    def __init__(self, engine, model=None, watcher=None, zscore=None, behaviour=None):
         self.engine = engine
+        self.behaviour = behaviour
         self.model = model
         self.watcher = watcher
         self.zscore = zscore
@@ -28,7 +31,8 @@ class Detector:
         model = self.model.predict(records) if self.model is not None else None
         target = self.model.card["target"] if self.model is not None else "attack"
         zscore = self.zscore.score(records) if self.zscore is not None else None
-        return fuse(rules, model, target, zscore)
+        behaviour = self.behaviour(records) if self.behaviour is not None else None
+        return fuse(rules, model, target, zscore, behaviour)
 
     def rule(self, sid: int):
         return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)

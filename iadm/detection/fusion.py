@@ -18,15 +18,34 @@ import pandas as pd
 
 
 def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "attack",
-         zscore: pd.DataFrame | None = None) -> pd.DataFrame:
+         zscore: pd.DataFrame | None = None, behaviour: pd.DataFrame | None = None) -> pd.DataFrame:
     """rules: RuleEngine labels (attack, category, subcategory, sid, msg, action);
     model: Model.predict output (label, attack, score) or None when no model is loaded;
     zscore: ZScoreDetector.score output (zscore_attack, zscore_max, zscore_measurement) or None.
 
     The Z-score is the third, unsupervised opinion: a record only it flags is an
     attack of category "Anomaly" (subcategory: the measurement), which the
-    responder logs but never blocks on by itself."""
+    responder logs but never blocks on by itself.
+
+    behaviour: BehaviourWatch labels (the rules' shape): what a source did over time (scans,
+    floods, password guessing). Where no rule fired, its label stands in the rule's place with
+    source "behaviour"; it is evidence as strong as a rule's. Where both fired, the behaviour's label
+    wins: it names what the source did over time (a null scan, not one null probe)."""
     rule_attack = rules["attack"].to_numpy(dtype=bool)
+    blank = np.full(len(rules), "", dtype=object)
+    technique = rules["technique"].to_numpy(dtype=object) if "technique" in rules else blank
+    mitre = rules["mitre"].to_numpy(dtype=object) if "mitre" in rules else blank
+    if behaviour is not None:
+        seen = behaviour["attack"].to_numpy(dtype=bool)
+        rule_attack = rule_attack & ~seen
+        if seen.any():
+            rules = rules.copy()
+            for name in ("category", "subcategory", "msg", "sid"):
+                rules[name] = np.where(seen, behaviour[name].to_numpy(dtype=object), rules[name].to_numpy(dtype=object))
+            technique = np.where(seen, behaviour["technique"].to_numpy(dtype=object), technique)
+            mitre = np.where(seen, behaviour["mitre"].to_numpy(dtype=object), mitre)
+    else:
+        seen = np.zeros(len(rules), dtype=bool)
     if model is None:
         model_attack = np.zeros(len(rules), dtype=bool)
         model_label = np.full(len(rules), "", dtype=object)
@@ -47,18 +66,28 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
         z_attack = np.zeros(len(rules), dtype=bool)
         z_max = np.full(len(rules), np.nan)
         z_measure = np.full(len(rules), "", dtype=object)
-    attack = rule_attack | model_attack | z_attack
+    by_behaviour = seen & ~passed
+    attack = rule_attack | by_behaviour | model_attack | z_attack
+    rule_attack = rule_attack | by_behaviour
     model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
     category = np.select([rule_attack, model_attack, z_attack],
                          [rules["category"].to_numpy(dtype=object), model_category, "Anomaly"], "Normal")
     subcategory = np.select([rule_attack, model_attack, z_attack],
                             [rules["subcategory"].to_numpy(dtype=object), "", z_measure], "Normal")
-    parts = [np.where(rule_attack, "rule", ""), np.where(model_attack, "model", ""), np.where(z_attack, "zscore", "")]
-    source = pd.Series(parts[0]).str.cat([pd.Series(p) for p in parts[1:]], sep="+").str.strip("+") \
-        .str.replace("++", "+", regex=False).to_numpy(dtype=object)
+    # who said so, as one of a few strings (no per-row string building)
+    code = (rule_attack & ~by_behaviour) * 1 + by_behaviour * 2 + model_attack * 4 + z_attack * 8
+    source = _SOURCES[code]
     return pd.DataFrame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
                          "source": source, "rule_sid": rules["sid"].to_numpy(), "rule_msg": rules["msg"].to_numpy(),
-                         "model_label": model_label, "model_score": score, "zscore": z_max})
+                         "model_label": model_label, "model_score": score, "zscore": z_max,
+                         "technique": np.where(rule_attack, technique, ""), "mitre": np.where(rule_attack, mitre, "")})
+
+
+def _source_name(code: int) -> str:
+    return "+".join(name for bit, name in ((1, "rule"), (2, "behaviour"), (4, "model"), (8, "zscore")) if code & bit)
+
+
+_SOURCES = np.array([_source_name(c) for c in range(16)], dtype=object)
 
 
 def agreement(verdicts: pd.DataFrame) -> dict:

@@ -36,6 +36,7 @@ from iadm.alerts.log import eve_timestamp
 from iadm.flows.records import mac_text
 
 log = logging.getLogger("iadm.detection")
+PUBLIC_SOURCES = 3
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Responder:
     def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
                  realert_seconds: float = 10.0, detector=None, clock=time.time,
-                 replay: bool = False):
+                 replay: bool = False, model_block_score: float = 0.9, uplink=None):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
@@ -74,6 +75,10 @@ class Responder:
         # evidence windows and alert timestamps mean what they mean live.
         self.replay_now = 0.0
         self.clock = (lambda: self.replay_now) if replay else clock
+        self.replaying = replay
+        self.model_block_score = model_block_score
+        self.uplink = uplink   # an UplinkWatch: which MACs are routers
+        self.public_sources: dict[str, set] = {}   # MAC -> public source addresses seen (up to a few)
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
         self.verdicts_by: dict[tuple, int] = {}   # (source, category) -> verdicts sent, for the metrics
@@ -86,27 +91,78 @@ class Responder:
         self.replay_now = max(self.replay_now, float(records["ltime"].max()))
         self.counts["attack_records"] += int(attack.sum())
         source = verdicts["source"].to_numpy(dtype=str)
-        by_rule = attack & (np.char.find(source, "rule") >= 0)
-        acting = by_rule | (attack & (np.char.find(source, "model") >= 0))   # z-score alone never blocks
+        by_rule = attack & ((np.char.find(source, "rule") >= 0) | (np.char.find(source, "behaviour") >= 0))
+        # The model's word alone never blocks: it acts only when confident and confirmed by the
+        # Z-score (this key's value is out of its own history); otherwise it is an alert line.
+        confirmed = (attack & (np.char.find(source, "model") >= 0) & (np.char.find(source, "zscore") >= 0)
+                     & (verdicts["model_score"].to_numpy(dtype=float) >= self.model_block_score))
+        # A record is evidence against its source only if the source sent something in it: a
+        # reflection's victim (the receiver of unsolicited SYN-ACKs) is the record's source too.
+        acting = (by_rule | confirmed) & ((records["spkts"].to_numpy() > 0) if "spkts" in records else True)
+        # Certain evidence needs no share of the attacker's records: a behaviour watcher's finding
+        # (already counted per source over time) or a rule on the record's own fields. A rule on
+        # window features (N_IN_Conn_*, which describe the destination) does: see the docstring.
+        window_sids = self._window_sids()
+        certain = acting & ((np.char.find(source, "behaviour") >= 0) | (
+            ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
         ids, who = np.unique(_attacker_ids(records), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
+        self._learn_sources(ids, who, records)
+        ltime = records["ltime"].to_numpy(dtype=np.float64)
         events = []
         for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
             mine = np.flatnonzero(attack & (who == k))
+            # Replayed, "now" is when the evidence was there: the time of the attacker's
+            # min_records-th acting record in this frame (else its first attack record).
+            act = np.sort(ltime[mine[acting[mine]]])
+            at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
             event = self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
-                                 int(acting[mine].sum()))
+                                 int(acting[mine].sum()), float(at), int(certain[mine].sum()))
             if event is not None:
                 events.append(event)
         return events
 
+    def _window_sids(self) -> list | None:
+        """Sids of rules on window features; None when the rules are unknown (then every rule hit needs the share)."""
+        if self.detector is None:
+            return None
+        from iadm.flows.records import WINDOW_COLUMNS
+        return [r.sid for r in self.detector.engine.ruleset.rules
+                if any(p.feature in WINDOW_COLUMNS for p in r.predicates)]
+
+    def shared(self, attacker: str) -> bool:
+        """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the
+        uplink: blocking it would cut the gateway off, so it is never blocked by MAC. Until a
+        router is known, a MAC sourcing several public addresses may be one (or a LAN host forging
+        sources): not blocked by MAC either, unless the bridge has no uplink (`no_uplink`)."""
+        if self.uplink is None:
+            return False
+        if attacker in self.uplink.routers:
+            return True
+        return (not self.uplink.routers and not self.uplink.no_uplink
+                and len(self.public_sources.get(attacker, ())) >= PUBLIC_SOURCES)
+
+    def _learn_sources(self, ids, who, records) -> None:
+        """Public source addresses seen behind each MAC (a few are enough to tell)."""
+        from iadm.detection.uplink import is_public
+        saddr = records["saddr"].astype(str).to_numpy()
+        for k, mac in enumerate(ids.tolist()):
+            seen = self.public_sources.setdefault(mac, set())
+            if ":" not in mac or len(seen) >= PUBLIC_SOURCES:
+                continue
+            for addr in set(saddr[who == k].tolist()):
+                if len(seen) < PUBLIC_SOURCES and is_public(addr):
+                    seen.add(addr)
+
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
-                total: int, acting: int) -> dict | None:
-        now = self.clock()
+                total: int, acting: int, at: float | None = None, certain: int = 0) -> dict | None:
+        now = at if self.replaying and at is not None else self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
         seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, acting, len(by_rule))
         enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
-        actionable = enough and attacks >= self.min_share * seen
+        actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records)
+                      and not self.shared(attacker))
         if now < state.held_until:
             if now - state.last_alert < self.realert_seconds:
                 return None
@@ -128,10 +184,10 @@ class Responder:
         row = rows[0]
         target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
         category = f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}".rstrip("/")
-        said = verdicts["rule_msg"].iat[row] if "rule" in verdicts["source"].iat[row] else ""
+        said = verdicts["rule_msg"].iat[row] if _strong(verdicts["source"].iat[row]) else ""
         reason = f"{category}: {said or 'model ' + str(verdicts['model_label'].iat[row])}"
         source = f"iadm-monitor {verdicts['source'].iat[row]}" + (
-            f" sid {int(verdicts['rule_sid'].iat[row])}" if "rule" in verdicts["source"].iat[row] else "")
+            f" sid {int(verdicts['rule_sid'].iat[row])}" if _strong(verdicts["source"].iat[row]) else "")
         action = "block"  # the controller turns it into a mark when it runs alert-only
         try:
             doc = self.client.verdict(action=action, duration=self.block_seconds, reason=reason[:256],
@@ -150,7 +206,7 @@ class Responder:
 
     def _alert(self, attacker, state, records, verdicts, mine, by_rule, now, verdict) -> dict:
         row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(verdicts["model_score"].to_numpy()[mine])])
-        sid = int(verdicts["rule_sid"].iat[row]) if "rule" in verdicts["source"].iat[row] else 0
+        sid = int(verdicts["rule_sid"].iat[row]) if _strong(verdicts["source"].iat[row]) else 0
         rule = self.detector.rule(sid) if (self.detector and sid) else None
         standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
         blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
@@ -166,7 +222,8 @@ class Responder:
                       "rev": rule.rev if rule else 0,
                       "signature": _signature(verdicts, row, sid, self.model_name),
                       "category": str(verdicts["category"].iat[row]),
-                      "severity": rule.priority if rule else 3},
+                      "severity": rule.priority if rule else (2 if sid else 3),
+                      **_metadata(verdicts, row)},
             "verdict_source": str(verdicts["source"].iat[row]),
             "subcategory": str(verdicts["subcategory"].iat[row]),
             "model": {"name": self.model_name, "label": str(verdicts["model_label"].iat[row]),
@@ -187,6 +244,19 @@ class Responder:
         self.counts["alerts"] += 1
         state.last_alert, state.unreported = now, 0
         return event
+
+
+def _metadata(verdicts, row: int) -> dict:
+    """Suricata's alert.metadata (lists of strings, as ET rules carry mitre_technique_id)."""
+    technique = str(verdicts["technique"].iat[row]) if "technique" in verdicts else ""
+    mitre = str(verdicts["mitre"].iat[row]) if "mitre" in verdicts else ""
+    meta = {k: [v] for k, v in (("technique", technique), ("mitre_technique_id", mitre)) if v}
+    return {"metadata": meta} if meta else {}
+
+
+def _strong(source: str) -> bool:
+    """A rule's or a behaviour watcher's word: evidence a block may rest on."""
+    return "rule" in source or "behaviour" in source
 
 
 def _attacker_ids(records: pd.DataFrame) -> np.ndarray:

@@ -13,13 +13,18 @@ class FeaturePipeline:
     """Feed batches in, get Bot-IoT-shaped record frames out (in emission order)."""
 
     def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
-                 kind: str = "running", flow_timeout: float | None = None):
+                 kind: str = "running", flow_timeout: float | None = None, inspectors=()):
         self.table = FlowTable(status_interval, idle_timeout, max_flows, kind=kind, flow_timeout=flow_timeout)
         self.window = WindowAggregator()
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.inspectors = list(inspectors)   # callables(batch, decoded) -> findings, before the flows
+        self.findings: list = []             # what they found, until the caller takes them
 
     def push(self, batch) -> list[pd.DataFrame]:
-        return [self.window(f) for f in self.table.add(decode(batch, self.counters))]
+        decoded = decode(batch, self.counters)
+        for inspect in self.inspectors:
+            self.findings += inspect(batch, decoded)
+        return [self.window(f) for f in self.table.add(decoded)]
 
     def advance(self, now: float) -> list[pd.DataFrame]:
         """Records that came due by `now` on a quiet link (live)."""

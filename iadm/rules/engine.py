@@ -306,6 +306,7 @@ class Matches:
             "msg": column([r.msg for r in rules] + [""]),
             "action": column([r.action for r in rules] + [""]),
             "technique": column([r.technique if a else "" for r, a in zip(rules, is_attack)] + [""]),
+            "mitre": column([r.mitre if a else "" for r, a in zip(rules, is_attack)] + [""]),
         })
 
 

@@ -114,6 +114,7 @@ def monitor_config(outdir: Path, api_url: str | None) -> Path:
         f'[model]\npath = "{ROOT / "models" / "default"}"\n'
         f'[flows]\nstatus_interval = {STATUS_INTERVAL}\n'
         f'[verdicts]\n{verdicts}block_seconds = 300\n'
+        f'no_uplink = true\n'   # the reference topology: controller, switch, hosts, monitor; no router
         f'[alerts]\nlog = "{outdir / "alerts.json"}"\n'
         f'[zscore]\ndb = "{outdir / "zscore.sqlite"}"\n'
         f'[api]\nhost = "{MGMT_MONITOR}"\nport = {OPERATOR_PORT}\ntoken = "{TOKEN}"\n')

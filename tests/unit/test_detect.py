@@ -110,23 +110,30 @@ def test_detector_names_its_model_and_refuses_one_the_records_cannot_feed():
         Detector(RuleEngine([]), model)
 
 
-def test_model_alone_needs_min_records_to_act(tmp_path):
-    class Rules:
-        ruleset = type("R", (), {"rules": []})()
-
-    verdicts = pd.DataFrame({"attack": [1, 1], "category": ["DoS"] * 2, "subcategory": ["", ""],
-                             "source": ["model"] * 2, "rule_sid": [0, 0], "rule_msg": ["", ""],
-                             "model_label": ["DoS"] * 2, "model_score": [0.9, 0.95]})
+def test_the_models_word_alone_never_blocks_and_confirmed_needs_min_records(tmp_path):
+    """The model alone: an alert line. Confident (score >= 0.9) and confirmed by the Z-score on
+    the same records: a block once model_min_records such records are in."""
+    def verdicts(source, scores):
+        return pd.DataFrame({"attack": [1, 1], "category": ["DoS"] * 2, "subcategory": ["", ""],
+                             "source": [source] * 2, "rule_sid": [0, 0], "rule_msg": ["", ""],
+                             "model_label": ["DoS"] * 2, "model_score": scores, "zscore": [9.0, 9.0]})
     frame = pd.DataFrame({"pkSeqID": [1, 2], "saddr": ["10.0.0.5"] * 2, "sport": [1, 2], "daddr": ["10.0.0.2"] * 2,
                           "dport": [80, 80], "proto": ["tcp"] * 2, "stime": [T0, T0], "ltime": [T0, T0],
-                          "pkts": [1, 1], "bytes": [60, 60], "state": ["REQ"] * 2, "smac": [5, 5]})
+                          "pkts": [1, 1], "bytes": [60, 60], "state": ["REQ"] * 2, "smac": [5, 5], "spkts": [1, 1]})
     controller = FakeController()
-    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), model_min_records=3)
-    events = responder(frame, verdicts)
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), model_min_records=2)
+    events = responder(frame, verdicts("model", [0.99, 0.99]))
     assert controller.verdicts == [] and events[0]["alert"]["action"] == "allowed"
-    responder.model_min_records = 2
     responder.attackers.clear()
-    responder(frame, verdicts)
+    responder(frame, verdicts("model+zscore", [0.6, 0.95]))     # one confident record: not enough
+    assert controller.verdicts == []
+    responder.attackers.clear()
+    responder.model_min_records = 3
+    responder(frame, verdicts("model+zscore", [0.95, 0.95]))
+    assert controller.verdicts == []
+    responder.attackers.clear()
+    responder.model_min_records = 2
+    responder(frame, verdicts("model+zscore", [0.95, 0.95]))
     assert controller.verdicts[0]["src_mac"] == "00:00:00:00:00:05"
 
 
