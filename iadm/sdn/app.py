@@ -1,5 +1,14 @@
 """The OpenFlow app: a thin event layer between the framework and GatewayController.
 
+Started by `iadm controller` (the launcher, which loads the TOML config and
+sets CONFIG) or, as Ryu users start apps, by the framework's manager itself:
+`ryu-manager iadm/sdn/app.py` or `ryu-manager iadm.sdn.app`. Then the app
+finds its configuration (`find_config`): IADM_CONFIG, else the `config`
+option of an `[iadm]` section in the manager's `--config-file`, else
+/etc/iadm/controller.toml; with none, the built-in defaults, said in one log
+line. The OpenFlow listener is the manager's own (`--ofp-listen-host`,
+`--ofp-tcp-listen-port`) under a manager.
+
 Connect sequence per switch: features -> port description (to resolve the
 monitor port by name) -> meter features (to know whether packet-ins can be
 metered) -> GatewayController.switch_connected.
@@ -7,19 +16,103 @@ metered) -> GatewayController.switch_connected.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 
+from iadm.config import _SCHEMA, ConfigError, ControllerConfig, _load, read_toml
 from iadm.sdn import ofmsg
 from iadm.sdn.api import VerdictServer
 from iadm.sdn.blockstore import BlockStore
 from iadm.sdn.core import GatewayController
-from iadm.sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, BaseApp,
+from iadm.sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, BaseApp, cfg,
                                 hub, ofp_event, ofproto_v1_3, set_ev_cls)
 from iadm.sdn.verdicts import Allowlist
 
-# Set by iadm.sdn.launcher before the framework instantiates the app.
+# Set by iadm.sdn.launcher before the framework instantiates the app; None under a bare manager.
 CONFIG = None
 
+DEFAULT_CONFIG = "/etc/iadm/controller.toml"
+TOKEN_FILE = "api-token"   # beside the block store, when no token is configured
+
+cfg.CONF.register_opts([cfg.StrOpt("config", help="iadm's controller configuration (TOML); "
+                                                  "IADM_CONFIG in the environment wins")], group="iadm")
+
 log = logging.getLogger("iadm.controller")
+
+
+def find_config(environ=os.environ, conf=cfg.CONF, default: str = DEFAULT_CONFIG) -> tuple[str | None, str]:
+    """(the TOML file to read or None, where it was named), in the order the module docstring gives."""
+    if environ.get("IADM_CONFIG"):
+        return environ["IADM_CONFIG"], "IADM_CONFIG"
+    try:
+        named = conf.iadm.config
+    except cfg.Error:   # the manager's configuration was not parsed (not under a manager)
+        named = None
+    if named:
+        return named, "[iadm] config in the manager's --config-file"
+    if os.path.exists(default):
+        return default, "the default location"
+    return None, "none"
+
+
+def _token_from_file(config: ControllerConfig) -> str:
+    """The token kept beside the block store, made (random, mode 0600) the first time."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config.block_store)), TOKEN_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path) as fh:
+            token = fh.read().strip()
+        if not token:
+            raise ConfigError(f"{path} is empty: delete it (a new token is made) or set api.token") from None
+        log.warning("no api.token configured: the verdict API takes the token in %s", path)
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.warning("no api.token configured: made one for the verdict API in %s (mode 0600); give it to the "
+                "monitor (verdicts.token, or IADM_API_TOKEN)", path)
+    return token
+
+
+def load_config(environ=os.environ, conf=cfg.CONF, default: str = DEFAULT_CONFIG) -> ControllerConfig:
+    """The configuration when a manager (not `iadm controller`) loads the app; ConfigError says what is wrong."""
+    path, named_by = find_config(environ, conf, default)
+    config = _load(path, _SCHEMA, ControllerConfig())
+    if path:
+        log.info("iadm: configuration %s (named by %s)", path, named_by)
+    else:
+        log.warning("iadm: no configuration (no IADM_CONFIG, no [iadm] config in the manager's --config-file, "
+                    "no %s): built-in defaults, as config/controller.toml documents them: block store %s, "
+                    "verdict API on %s:%d, no monitor port (no mirror), empty allowlist",
+                    default, config.block_store, config.api_host, config.api_port)
+    store_dir = os.path.dirname(os.path.abspath(config.block_store))
+    try:
+        os.makedirs(store_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path or 'defaults'}: blocks.store {config.block_store}: cannot create {store_dir} "
+                          f"({exc.strerror}); run as root or name a configuration whose blocks.store is "
+                          f"writable") from None
+    config.api_token = environ.get("IADM_API_TOKEN") or config.api_token or _token_from_file(config)
+    if config.log_file:
+        handler = logging.FileHandler(config.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+    if path:
+        _check_openflow(read_toml(path).get("openflow", {}), path, conf)
+    return config
+
+
+def _check_openflow(section: dict, path: str, conf) -> None:
+    """Under a manager, the OpenFlow listener is the manager's: say so when the TOML asks for another."""
+    try:
+        host, port = conf.ofp_listen_host, conf.ofp_tcp_listen_port or 6653
+    except cfg.Error:
+        return
+    for key, mine, flag in (("host", host, "--ofp-listen-host"), ("port", port, "--ofp-tcp-listen-port")):
+        if key in section and section[key] != mine:
+            log.warning("%s: openflow.%s = %r is not used under the manager, which listens where %s says (%r)",
+                        path, key, section[key], flag, mine or "all addresses")
 
 
 def _mac(raw: bytes) -> str:
@@ -31,8 +124,13 @@ class GatewayApp(BaseApp):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if CONFIG is None:
-            raise RuntimeError("start the controller with `iadm controller`, which loads the config")
+        global CONFIG
+        if CONFIG is None:   # loaded by the framework's manager, not by `iadm controller`
+            try:
+                CONFIG = load_config()
+            except ConfigError as exc:
+                log.error("iadm: %s", exc)
+                raise SystemExit(f"iadm: {exc}") from None
         self.datapaths = {}
         self.pending_ports = {}
         self.barriers = {}  # (dpid, xid) -> hub.Event set by the barrier reply
@@ -41,8 +139,10 @@ class GatewayApp(BaseApp):
             send=self._send, confirm=self._barrier, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
             default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts,
             alert_only=CONFIG.alert_only)
-        self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token)
-        log.info("verdict API on http://%s:%d/v1/", *self.api.server_address[:2])
+        # One worker per connection, on the framework's hub (green threads under Ryu, threads under os-ken).
+        self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token, spawn=hub.spawn)
+        log.info("verdict API on http://%s:%d/v1/ (at most %d connections, %g s to send a request)",
+                 *self.api.server_address[:2], self.api.max_connections, self.api.read_deadline)
         hub.spawn(self.api.serve_forever)
 
     def _send(self, dpid: int, ops) -> None:

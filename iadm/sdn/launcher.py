@@ -2,8 +2,10 @@
 
 os-ken has no `osken-manager`: its AppManager.run_apps is called directly.
 Ryu 4.34 on Python 3.11 needs eventlet 0.33.3, whose wsgi module lacks
-ALREADY_HANDLED in some builds; Ryu's manager imports it, so it is defined
-first.
+ALREADY_HANDLED; Ryu's manager imports it, so it is defined first. (Started
+by Ryu's own `ryu-manager iadm/sdn/app.py`, the app loads its configuration
+itself, and the import hook that scripts/setup --ryu installs into .venv-ryu,
+packaging/ryu/iadm_ryu_compat.py, defines the name.)
 """
 from __future__ import annotations
 
