@@ -6,7 +6,9 @@ Shapes read:
   dataset's 35 in their published order);
 - the 5% extract (`Full5pc`) and the 10-best training/testing files, with
   `,` or `;` between fields and quoted headers;
-- the monitor's records (CSV or Parquet, same column names).
+- the monitor's records (CSV or Parquet, same column names);
+- any of these with `category` but no `attack` column (a common published
+  shape): `attack` follows from `category` (Normal = 0, anything else = 1).
 
 Cleaning, as the reference report describes, and counted: exact duplicate
 rows (pkSeqID aside) are dropped; ports become integers (`80.0` -> 80, ARP's
@@ -94,8 +96,16 @@ def read_records(path: str, names_file: str | None = None) -> pd.DataFrame:
 
 
 def derive(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric encodings the models read: proto_number and state_number from the text columns."""
+    """Numeric encodings the models read: proto_number and state_number from the text columns, and
+    `attack` from `category` when a file has only the category (Normal -> 0, any other -> 1; a
+    missing category stays missing, so cleaning drops the row)."""
     out = frame
+    if "attack" not in out and "category" in out:
+        text = out["category"].astype("string").str.strip()
+        missing = (text.isna() | (text == "")).to_numpy(dtype=bool)
+        attack = (text.str.lower() != "normal").fillna(False).to_numpy(dtype=np.int64)
+        # as read_csv would give an attack column: integers, or floats with NaN where a value is missing
+        out = out.assign(attack=np.where(missing, np.nan, attack) if missing.any() else attack)
     if "proto_number" not in out and "proto" in out:
         out = out.assign(proto_number=out["proto"].map(lambda p: PROTO_NUMBERS.get(str(p), 99)))
     if "state_number" not in out and "state" in out:
