@@ -1,12 +1,14 @@
 """Fusing the opinions into one verdict per flow record (DESIGN.md section 6).
 
-A record is an attack when the rule engine or the model says so. Its
-category comes from the rule when a rule fired (a rule knows what it looks
-for), else from the model when its target was the category, else "Attack".
+A record is an attack when a rule or a behaviour watcher says so, or when the
+model and the Z-score both do (either alone abstains: see fuse). Its category
+comes from the rule or watcher when one fired (it knows what it looks for), else
+from the model when its target was the category, else "Attack".
 A record whose best rule is a `pass` rule is Normal whatever the model
 says: a pass rule is the operator's word that this traffic is expected,
 and the way to silence a model's false positive without retraining.
-`source` says who said so: "rule+model", "rule", "model" or "" (normal);
+`source` says who voted (rule, behaviour, model, zscore joined by "+", or ""),
+whether or not the vote made an attack;
 `agreement()` counts both / rule only / model only / neither, so operators
 see where the model corrects the rules and where the rules catch what the
 model misses.
@@ -23,9 +25,8 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
     model: Model.predict output (label, attack, score) or None when no model is loaded;
     zscore: ZScoreDetector.score output (zscore_attack, zscore_max, zscore_measurement) or None.
 
-    The Z-score is the third, unsupervised opinion: a record only it flags is an
-    attack of category "Anomaly" (subcategory: the measurement), which the
-    responder logs but never blocks on by itself.
+    The Z-score is the third, unsupervised opinion. The model's word alone and the Z-score's
+    alone are kept on the record but are not attacks (abstention, below); together they are.
 
     behaviour: BehaviourWatch labels (the rules' shape): what a source did over time (scans,
     floods, password guessing). Where no rule fired, its label stands in the rule's place with
@@ -61,19 +62,22 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
     if zscore is not None:
         z_attack = zscore["zscore_attack"].to_numpy(dtype=bool) & ~passed
         z_max = zscore["zscore_max"].to_numpy(dtype=float)
-        z_measure = zscore["zscore_measurement"].to_numpy(dtype=object)
     else:
         z_attack = np.zeros(len(rules), dtype=bool)
         z_max = np.full(len(rules), np.nan)
-        z_measure = np.full(len(rules), "", dtype=object)
     by_behaviour = seen & ~passed
-    attack = rule_attack | by_behaviour | model_attack | z_attack
     rule_attack = rule_attack | by_behaviour
+    # Abstention: the model learned from a few networks and extrapolates on real devices it never
+    # saw; the Z-score alone says "unusual for this key", not "attack". Either alone is an opinion
+    # kept on the record (source, model_label, score, zscore) for the analyst, not an alert; the
+    # two together, on traffic the rules and watchers find nothing in, are one.
+    heard = model_attack & z_attack & ~rule_attack
+    attack = rule_attack | heard
+
     model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
-    category = np.select([rule_attack, model_attack, z_attack],
-                         [rules["category"].to_numpy(dtype=object), model_category, "Anomaly"], "Normal")
-    subcategory = np.select([rule_attack, model_attack, z_attack],
-                            [rules["subcategory"].to_numpy(dtype=object), "", z_measure], "Normal")
+    category = np.select([rule_attack, heard], [rules["category"].to_numpy(dtype=object), model_category], "Normal")
+    subcategory = np.select([rule_attack, heard], [rules["subcategory"].to_numpy(dtype=object), ""], "Normal")
+
     # who said so, as one of a few strings (no per-row string building)
     code = (rule_attack & ~by_behaviour) * 1 + by_behaviour * 2 + model_attack * 4 + z_attack * 8
     source = _SOURCES[code]

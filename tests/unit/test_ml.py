@@ -175,11 +175,16 @@ def test_fusion_truth_table_and_agreement():
     model = pd.DataFrame({"label": ["DoS", "Normal", "Theft", "Normal"], "attack": [1, 0, 1, 0],
                           "score": [0.9, 0.2, 0.8, 0.1]})
     v = fuse(rules, model, model_target="category")
-    assert v.attack.tolist() == [1, 1, 1, 0]
-    assert v.category.tolist() == ["DDoS", "Reconnaissance", "Theft", "Normal"]   # the rule's wins when it fired
+    assert v.attack.tolist() == [1, 1, 0, 0]          # the model's word alone abstains: kept, not an attack
+    assert v.category.tolist() == ["DDoS", "Reconnaissance", "Normal", "Normal"]   # the rule's wins when it fired
     assert v.source.tolist() == ["rule+model", "rule", "model", ""]
     assert agreement(v) == {"both": 1, "rule_only": 1, "model_only": 1, "neither": 1}
-    assert fuse(rules, model, model_target="attack").category.tolist()[2] == "Attack"
+    zscore = pd.DataFrame({"zscore_attack": [0, 0, 1, 1], "zscore_max": [0.0, 0.0, 7.0, 5.0],
+                           "zscore_measurement": ["", "", "bytes", "pkts"]})
+    v = fuse(rules, model, model_target="category", zscore=zscore)
+    assert v.attack.tolist() == [1, 1, 1, 0]          # model and Z-score together are heard; the Z-score alone is not
+    assert v.category.tolist()[2] == "Theft" and v.source.tolist()[2:] == ["model+zscore", "zscore"]
+    assert fuse(rules, model, model_target="attack", zscore=zscore).category.tolist()[2] == "Attack"
     assert fuse(rules, None).source.tolist() == ["rule", "rule", "", ""]
     with pytest.raises(ValueError, match="4 rule labels but 2 model predictions"):
         fuse(rules, model.head(2))
