@@ -566,8 +566,9 @@ _SERVICE_TABLE = _service_table()
 
 def key_texts(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every record's key text as UTF-8 bytes back to back (buf, offs) and its hash."""
-    fields = [f for c in ("saddr", "daddr", "sport", "dport", "proto") for f in _field_text(records[c])]
-    dport = records["dport"].to_numpy()
+    columns = [records[c] for c in ("saddr", "daddr", "sport", "dport", "proto")]
+    fields = [f for column in columns for f in _field_text(column)]
+    dport = columns[3].to_numpy()
     if dport.dtype != np.int64:   # service_names' port: numeric, else -1
         dport = pd.to_numeric(pd.Series(dport), errors="coerce").fillna(-1).astype(np.int64).to_numpy()
     return _compose(*fields, _ro(dport, np.int64), *_SERVICE_TABLE)
@@ -577,14 +578,32 @@ _MEASUREMENT_NAMES = np.array(["", *MEASUREMENTS], dtype=object)
 # The column type pandas gives an object array of text (pandas 3: its Arrow-backed str); built
 # from Arrow directly when it is Arrow-backed (inferring it from objects costs ~0.2 us a record).
 _TEXT_DTYPE = pd.Series(np.array([""], dtype=object)).dtype
-_MEASUREMENT_ARROW = pa.array(_MEASUREMENT_NAMES.tolist(), type=pa.string())
+_ARROW_TEXT = _is_text(_TEXT_DTYPE) and _TEXT_DTYPE.storage == "pyarrow"
+_MEASUREMENT_DATA, _MEASUREMENT_OFFS = _spans(_MEASUREMENT_NAMES.tolist())
+
+
+@njit(cache=True, nogil=True)
+def _gather_names(which, offs, data):
+    """Arrow string buffers (int32 offsets, bytes) of name which[i] + 1 for every i."""
+    n = len(which)
+    out_offs = np.empty(n + 1, dtype=np.int32)
+    out_offs[0] = 0
+    for i in range(n):
+        c = which[i] + 1
+        out_offs[i + 1] = out_offs[i] + offs[c + 1] - offs[c]
+    out = np.empty(out_offs[n], dtype=np.uint8)
+    for i in range(n):
+        c = which[i] + 1
+        out[out_offs[i]:out_offs[i + 1]] = data[offs[c]:offs[c + 1]]
+    return out_offs, out
 
 
 def _measurement_column(which: np.ndarray):
-    codes = which.astype(np.int64) + 1
-    if _is_text(_TEXT_DTYPE) and _TEXT_DTYPE.storage == "pyarrow":
-        return pd.array(_MEASUREMENT_ARROW.take(pa.array(codes)), dtype=_TEXT_DTYPE)
-    return _MEASUREMENT_NAMES[codes]
+    if not _ARROW_TEXT:
+        return _MEASUREMENT_NAMES[which.astype(np.int64) + 1]
+    offs, data = _gather_names(which, _MEASUREMENT_OFFS, _MEASUREMENT_DATA)
+    array = pa.StringArray.from_buffers(len(which), pa.py_buffer(offs), pa.py_buffer(data))
+    return pd.arrays.ArrowStringArray(array, dtype=_TEXT_DTYPE)
 
 
 _warmed = False
