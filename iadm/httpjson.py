@@ -67,7 +67,7 @@ def json_object(raw: bytes, error=ApiError) -> dict:
 
 class _Connection:
     """One client connection of an ApiServer: its socket and what it is waiting for."""
-    __slots__ = ("sock", "deadline", "since", "waiting", "fresh")
+    __slots__ = ("sock", "deadline", "since", "waiting", "fresh", "busy")
 
     def __init__(self, sock, deadline: float):
         self.sock = sock
@@ -75,6 +75,12 @@ class _Connection:
         self.deadline = self.since + deadline   # the current request (or silence) must end by then
         self.waiting = False                    # blocked on the client (not being answered)
         self.fresh = True                       # nothing of the next request has arrived yet
+        self.busy = False                       # a handler is working out an answer
+
+    @property
+    def evictable(self) -> bool:
+        """Waiting on its client (for a request, its head or its body), not being answered."""
+        return self.waiting or not self.busy
 
     def close(self) -> None:
         """Wake the worker blocked on this connection (it reads EOF and ends)."""
@@ -171,12 +177,12 @@ class ApiServer(socketserver.TCPServer):
         conn = _Connection(request, self.read_deadline)
         with self._lock:
             if len(self.connections) >= self.max_connections:
-                waiting = [c for c in self.connections.values() if c.waiting]
-                if not waiting:   # every worker is answering someone: come back later
+                candidates = [c for c in self.connections.values() if c.evictable]
+                if not candidates:   # every worker is answering someone: come back later
                     self.counts["refused"] += 1
                     self._refuse(request)
                     return
-                victim = min(waiting, key=lambda c: c.since)
+                victim = min(candidates, key=lambda c: c.since)
                 del self.connections[victim.sock]
                 self.counts["evicted"] += 1
                 victim.close()
@@ -321,6 +327,15 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     # --- dispatch -----------------------------------------------------------------------------
     def _route(self, method: str) -> None:
+        if self.conn is not None:
+            self.conn.busy = True
+        try:
+            self._dispatch(method)
+        finally:
+            if self.conn is not None:
+                self.conn.busy = False
+
+    def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path.rstrip("/") or "/"
         try:
             found = [(m, p, regex.match(path), name) for m, p, regex, name in self.routes()]

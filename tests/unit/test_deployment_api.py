@@ -206,6 +206,29 @@ def test_when_every_worker_is_answering_a_new_connection_gets_a_503(tmp_path):
     assert server.counts["refused"] == 1
 
 
+def test_a_connection_being_answered_is_never_the_one_closed():
+    release = threading.Event()
+
+    class Slow(JsonHandler):
+        ROUTES = [("GET", "/slow", "slow")]
+
+        def slow(self):
+            release.wait(5)
+            return 200, {"ok": True}
+
+    server = ApiServer(("127.0.0.1", 0), Slow, max_connections=3)
+    server.token = TOKEN
+    with serving(server) as port:
+        answering = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        answering.request("GET", "/slow", headers={"Authorization": f"Bearer {TOKEN}"})   # the oldest
+        time.sleep(0.2)
+        with stalled(port, 10, b"GET /slow HTTP/1.1\r\n"):
+            assert server.counts["evicted"] == 8   # 11 connections, 3 places: stalled ones made room
+            release.set()
+            resp = answering.getresponse()
+            assert resp.status == 200 and json.loads(resp.read()) == {"ok": True}
+
+
 @pytest.mark.parametrize("limits, message", [
     ({"max_connections": 0}, "max_connections"), ({"read_deadline": 0}, "read_deadline"),
     ({"idle_timeout": -1}, "idle_timeout"),
