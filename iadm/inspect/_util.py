@@ -1,0 +1,66 @@
+"""Small helpers the inspectors share: frame bounds, address text, a rate limiter for findings."""
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+_MAPPED = 0x0000FFFF00000000
+
+
+def frame_ends(batch, at: np.ndarray) -> np.ndarray:
+    """End (exclusive) in batch.buf of the captured bytes of the frame holding each offset in `at`.
+
+    Decoded carries where a header starts (l4), not which frame it came from; the frame is the one
+    whose [offset, offset + caplen) holds it. Sources hand out frames in increasing offsets, so a
+    binary search finds it; if a source ever does not, the frames are sorted first.
+    """
+    at = np.asarray(at, dtype=np.int64)
+    if len(at) == 0:
+        return at
+    offsets = np.asarray(batch.offsets, dtype=np.int64)
+    caplen = np.asarray(batch.caplen, dtype=np.int64)
+    i = np.searchsorted(offsets, at, side="right") - 1
+    i = np.clip(i, 0, len(offsets) - 1)
+    ok = (offsets[i] <= at) & (at < offsets[i] + caplen[i])
+    if not ok.all():
+        order = np.argsort(offsets, kind="stable")
+        so, sc = offsets[order], caplen[order]
+        j = np.clip(np.searchsorted(so, at, side="right") - 1, 0, len(so) - 1)
+        return np.where((so[j] <= at) & (at < so[j] + sc[j]), so[j] + sc[j], at)   # not found: no bytes
+    return offsets[i] + caplen[i]
+
+
+def ip_text(hi: int, lo: int) -> str:
+    hi, lo = int(hi), int(lo)
+    if hi == 0 and (lo & 0xFFFFFFFF00000000) == _MAPPED:
+        v = lo & 0xFFFFFFFF
+        return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+def ipv4_text(v: int) -> str:
+    v = int(v)
+    return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+
+
+def ipv4_value(text: str) -> int:
+    return int(ipaddress.IPv4Address(text))
+
+
+class Once:
+    """Say a thing once per key per `repeat` seconds of capture time (a finding is not repeated for
+    every packet of the same spoofing or tunnel)."""
+
+    def __init__(self, repeat: float):
+        self.repeat = repeat
+        self._last: dict = {}
+
+    def __call__(self, key, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.repeat:
+            return False
+        self._last[key] = now
+        if len(self._last) > 4096:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.repeat}
+        return True

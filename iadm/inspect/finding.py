@@ -1,0 +1,68 @@
+"""What a packet inspector reports: one finding per condition met, in the alert's terms.
+
+A finding is not an alert yet: the detection path turns it into one (EVE shape, alert.metadata
+carrying technique and mitre_technique_id) and the responder decides what to do with it.
+`block` says the evidence is strong enough to mitigate on this finding alone; who is mitigated
+and how is the responder's business (an ARP spoofer by its MAC, a MAC flood per switch port).
+
+Signature ids: the block 2100000-2199999 is the inspectors' own (rules/ ship 1000000-1999999);
+one sid per condition, listed in SIDS with its one-line signature.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# ATT&CK technique ids.
+MITRE_ARP = "T1557.002"       # Adversary-in-the-Middle: ARP Cache Poisoning
+# A MAC flood exhausts the switch's forwarding (CAM) table, a resource of the network itself, until
+# it fails open and floods every frame: Network Denial of Service (T1498) rather than Endpoint Denial
+# of Service (T1499), which is about exhausting a host's OS, service or application.
+MITRE_MAC_FLOOD = "T1498"
+MITRE_DNS = "T1071.004"       # Application Layer Protocol: DNS (data and C2 carried in DNS names)
+# Raw data on UDP port 53 that is not DNS at all uses the port, not the protocol: exfiltration over
+# a channel other than the C2 protocol, Exfiltration Over Alternative Protocol.
+MITRE_DNS_RAW = "T1048"
+
+SIDS = {
+    2100001: "ARP: an address bound to an active host claimed by another MAC",
+    2100002: "ARP: unsolicited reply claiming the gateway's address",
+    2100003: "ARP: one MAC claims several addresses in unsolicited replies",
+    2100004: "ARP: sender MAC differs from the Ethernet source",
+    2100005: "ARP: two MACs answer for one address",
+    2100101: "MAC flood: many new source MACs in a short window",
+    2100201: "DNS tunnel: query names carrying bytes no host name has",
+    2100202: "DNS tunnel: long, high-entropy labels under one domain",
+    2100203: "DNS tunnel: many unique encoded-looking names under one domain",
+    2100204: "DNS tunnel: TXT/NULL/MX/CNAME/ANY-heavy queries to unique names under one domain",
+    2100205: "DNS tunnel: NULL-type queries",
+    2100206: "DNS tunnel: non-DNS payloads on UDP port 53",
+}
+
+
+@dataclass
+class Finding:
+    ts: float                    # capture time of the packet that completed the evidence
+    technique: str               # arp_spoofing, mac_flood, dns_tunnel
+    mitre: str                   # ATT&CK technique id
+    category: str                # Bot-IoT category (Theft, DoS, ...)
+    subcategory: str             # ARP_Spoofing, MAC_Flood, Tunnel
+    sid: int
+    signature: str
+    src_mac: int = 0             # the actor's MAC (the spoofer, the tunnelling client's frames), 0 if none
+    src_ip: str = ""             # the actor's address, "" when there is none to name
+    dest_ip: str = ""
+    proto: str = ""              # arp, eth, udp, tcp
+    src_port: int | None = None
+    dest_port: int | None = None
+    evidence: dict = field(default_factory=dict)
+    severity: int = 2            # 1 high .. 3 low, as Suricata's
+    block: bool = False
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["src_mac"] = format_mac(self.src_mac) if self.src_mac else ""
+        return out
+
+
+def format_mac(mac: int) -> str:
+    return ":".join(f"{(int(mac) >> s) & 0xFF:02x}" for s in range(40, -8, -8))
