@@ -11,6 +11,10 @@ capture, then a summary against the targets of the detection issue:
   its first alert within 2 s (capture time) of its first attack packet, with the right category
   (and technique, where the manifest names one); every attacker that arrives "local" mitigated.
 
+The category is right when an alert about the attack names one of the manifest's categories; the
+time to detection is to the first such alert (a real capture carries background noise: a scanner
+passing by during a flood is alerted too, under its own category).
+
 A host is "blocked" when the responder asks the controller to block it: on a benign capture every
 such verdict is a benign host blocked; on an attack capture, a verdict whose target is not one of
 the attackers is (an attack arriving through the uplink carries the upstream router's MAC: a block
@@ -174,7 +178,10 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
     # Z-score's opinion alone is an anomaly note (logged, never blocked on), counted apart
     alerts = [e for e in events if e.get("verdict_source", "") not in ("zscore", "")]
     hits = [e for e in alerts if concerns_attack(e)]
-    first = min(hits, key=lambda e: parse_timestamp(e["timestamp"])) if hits else None
+    # A real capture has background noise (a scanner passing by during a flood): the attack counts
+    # as found by its first alert of a right category, or failing that by its first alert at all.
+    right = [e for e in hits if e.get("alert", {}).get("category") in entry["category"]]
+    first = min(right or hits, key=lambda e: parse_timestamp(e["timestamp"])) if hits else None
     first_at = parse_timestamp(first["timestamp"]) if first else None
     mitigations = [v for v in blocks if attacker_target(v)]
     techniques = sorted({str(e.get("alert", {}).get("metadata", {}).get("technique", [""])[0] or "")

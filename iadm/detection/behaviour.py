@@ -7,9 +7,12 @@ capture time, the way Snort's portscan and Zeek's scan policy do, with state kep
   a sweep of >= 20 hosts on one port within 60 s (on telnet/SSH ports: Mirai-style guessing);
 - floods from one source: >= 100 new one-way flows to one host within 1 s, or one flow sending
   faster than a protocol's benign ceiling (ICMP 100/s, a SYN-only flow 100/s, one-way UDP 2,000/s);
-- floods from many sources (DDoS): >= 50 sources of one-way flows to one host within 1 s, or >= 20
+- a flood with forged sources behind one MAC: >= 50 source addresses of one-way flows to one host
+  within 1 s from one MAC (a LAN host forging; a router's MAC is never blocked, see uplink.py);
+- floods from many sources (DDoS, about the destination: alert only, no source is blocked on it): >= 50 sources of one-way flows to one host within 1 s, or >= 20
   sources of unanswered SYNs within 60 s (a slow distributed SYN flood); reflection: >= 50 hosts
-  sending unsolicited answers (SYN-ACKs, DNS responses) to one host within 1 s;
+  sending unsolicited answers (SYN-ACKs, DNS responses) to one host within 1 s, or >= 10 amplifiers
+  (DNS, NTP, SNMP, ...) within 60 s, or >= 30 unsolicited SYN-ACKs within 60 s;
 - brute_force: many short connections from one source to one authentication service of a host
   (>= 10 within 60 s, or >= 30 within 600 s);
 - slow_http: >= 50 connections held open at once by one source on one web port of a host.
@@ -29,6 +32,7 @@ AUTH_SERVICES = {21: "ftp", 22: "ssh", 23: "telnet", 2323: "telnet", 3389: "rdp"
 WEB_PORTS = (80, 443, 8000, 8008, 8080, 8443)
 # UDP services that answer a small request with a large one: reflection amplifiers
 AMPLIFIERS = {19, 53, 111, 123, 137, 161, 389, 1900, 3702, 5353, 11211, 47808, 500}
+SLOW_AMPLIFIERS = {19, 53, 111, 123, 137, 161, 389, 500, 11211}
 _TH_FIN, _TH_SYN, _TH_RST, _TH_PSH, _TH_ACK, _TH_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 
@@ -98,6 +102,7 @@ class Finding:
     technique: str
     mitre: str
     msg: str
+    blocks: bool = True   # evidence against the record's source; False: about its destination (alert only)
 
 
 SCAN_TCP = 2000001
@@ -107,6 +112,7 @@ FLOOD_FLOWS = 2000010
 FLOOD_FLOW_RATE = 2000011
 FLOOD_SOURCES = 2000012
 REFLECTION = 2000013
+FORGED_SOURCES = 2000014
 BRUTE_FORCE = 2000020
 BRUTE_FORCE_SLOW = 2000021
 SLOW_HTTP = 2000030
@@ -117,7 +123,7 @@ class BehaviourWatch:
 
     def __init__(self, scan_ports: int = 20, scan_hosts: int = 20, scan_seconds: float = 60.0,
                  flood_flows: int = 100, flood_seconds: float = 1.0, flood_sources: int = 50,
-                 slow_flood_sources: int = 20, slow_flood_seconds: float = 60.0, brute_sessions: int = 10,
+                 slow_flood_sources: int = 20, slow_flood_seconds: float = 60.0, slow_reflectors: int = 10, brute_sessions: int = 10,
                  brute_seconds: float = 60.0, brute_slow_sessions: int = 30, brute_slow_seconds: float = 600.0,
                  slow_http_connections: int = 50, slow_http_seconds: float = 120.0):
         self.scan_ports, self.scan_hosts = scan_ports, scan_hosts
@@ -130,11 +136,15 @@ class BehaviourWatch:
         self.sources = Distinct(flood_seconds)
         self.slow_sources = Distinct(slow_flood_seconds)
         self.answers = Distinct(flood_seconds)
+        self.forged = Distinct(flood_seconds)
+        self.slow_answers = Distinct(slow_flood_seconds)
+        self.backscatter = Distinct(slow_flood_seconds)
+        self.slow_reflectors = slow_reflectors
         self.sessions = Distinct(brute_seconds)
         self.slow_sessions = Distinct(brute_slow_seconds)
         self.open = Distinct(slow_http_seconds)
         self.sids = {SCAN_TCP, SCAN_UDP, SWEEP, FLOOD_FLOWS, FLOOD_FLOW_RATE, FLOOD_SOURCES, REFLECTION,
-                     BRUTE_FORCE, BRUTE_FORCE_SLOW, SLOW_HTTP}
+                     FORGED_SOURCES, BRUTE_FORCE, BRUTE_FORCE_SLOW, SLOW_HTTP}
 
     def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
         n = len(records)
@@ -190,8 +200,20 @@ class BehaviourWatch:
                     found[i] = Finding(FLOOD_FLOWS, "DoS", key[2].upper(), technique, "T1498.001",
                                        f"{key[2].upper()} flood from one source: {flows} one-way flows from {key[0]} "
                                        f"to {key[1]} within {self.flows.window:g} s")
+        rows = np.flatnonzero(one_way & (c.smac != 0))
+        if len(rows):   # many source addresses behind one MAC, one destination: a LAN host forging sources
+            keys = list(zip(c.smac[rows].tolist(), c.daddr[rows], c.proto[rows]))
+            counts = self.forged.add(keys, c.saddr[rows].tolist(), c.stime[rows]).tolist()
+            for i, key, n in zip(rows, keys, counts):
+                if n >= self.flood_sources and found[i] is None:
+                    found[i] = Finding(FORGED_SOURCES, "DoS", key[2].upper(),
+                                       _flood_technique(key[2], int(c.sflags[i])), "T1498.001",
+                                       f"{key[2].upper()} flood with forged sources: {n} source addresses behind one "
+                                       f"MAC sent one-way flows to {key[1]} within {self.forged.window:g} s")
         rows = np.flatnonzero(one_way & ~c.multicast)
-        if len(rows):   # many sources, one destination: forged sources or a botnet (DDoS)
+        if len(rows):   # many sources, one destination: forged sources or a botnet (DDoS). The
+            # finding is about the destination: a benign client of a flooded server has one-way
+            # flows too, so no source is blocked on it (blocks=False); mitigation is shaped on the victim.
             keys = list(zip(c.daddr[rows], c.proto[rows]))
             sources = c.saddr[rows].tolist()
             fast = self.sources.add(keys, sources, c.stime[rows]).tolist()
@@ -211,7 +233,32 @@ class BehaviourWatch:
                                    "reflection" if reflected else _flood_technique(key[1], int(c.sflags[i])),
                                    "T1498.002" if reflected else "T1498.001",
                                    f"{key[1].upper()} {'reflection' if reflected else 'flood'} from many sources: "
-                                   f"{n} sources sent one-way flows to {key[0]} within {window:g} s")
+                                   f"{n} sources sent one-way flows to {key[0]} within {window:g} s", blocks=False)
+        # Slow reflection: unsolicited answers (a flow whose first packet is a reply) from many
+        # amplifiers within a minute; a benign host only gets answers on flows it opened. Services
+        # that answer multicast queries by unicast (mDNS, SSDP, WS-Discovery) are left out.
+        rows = np.flatnonzero(one_way & c.udp & np.isin(c.sport, list(SLOW_AMPLIFIERS)) & ~c.multicast)
+        if len(rows):
+            keys = list(zip(c.daddr[rows], c.proto[rows]))
+            counts = self.slow_answers.add(keys, c.saddr[rows].tolist(), c.stime[rows]).tolist()
+            for i, key, n in zip(rows, keys, counts):
+                if n >= self.slow_reflectors and found[i] is None:
+                    found[i] = Finding(REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
+                                       f"UDP reflection: {n} port-{int(c.sport[i])} servers sent unsolicited answers "
+                                       f"to {key[0]} within {self.slow_answers.window:g} s", blocks=False)
+        # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (the record's
+        # source sent nothing; its destination answered a SYN forged with the receiver's address)
+        synack = (c.dflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
+        rows = np.flatnonzero(c.tcp & (c.spkts == 0) & synack & ~c.multicast)
+        if len(rows):
+            keys = [(a, "synack") for a in c.saddr[rows].tolist()]
+            members = list(zip(c.daddr[rows].tolist(), c.dport[rows].tolist(), c.dpkts[rows].tolist()))
+            counts = self.backscatter.add(keys, members, c.ltime[rows]).tolist()
+            for i, key, n in zip(rows, keys, counts):
+                if n >= self.slow_reflectors * 3 and found[i] is None:
+                    found[i] = Finding(REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
+                                       f"SYN-ACK reflection: {n} unsolicited SYN-ACKs to {key[0]} "
+                                       f"within {self.backscatter.window:g} s", blocks=False)
         rows = np.flatnonzero((c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast)
         if len(rows):   # the other side of a reflection: unsolicited answers from many hosts to one
             keys = list(zip(c.saddr[rows], c.proto[rows]))
@@ -220,7 +267,7 @@ class BehaviourWatch:
                 if n >= self.flood_sources and found[i] is None:
                     found[i] = Finding(REFLECTION, "DDoS", key[1].upper(), "reflection", "T1498.002",
                                        f"{key[1].upper()} reflection: {n} hosts sent unsolicited answers to {key[0]} "
-                                       f"within {self.answers.window:g} s")
+                                       f"within {self.answers.window:g} s", blocks=False)
         syn_only = c.tcp & ((c.sflags & (_TH_SYN | _TH_ACK)) == _TH_SYN)
         fast = (c.spkts >= 50) & (
             (c.icmp & (c.srate > 100)) | (syn_only & (c.srate > 100))
@@ -287,7 +334,9 @@ class _Cols:
     srate: np.ndarray
     stime: np.ndarray
     ltime: np.ndarray
+    smac: np.ndarray
     sflags: np.ndarray
+    dflags: np.ndarray
     state: np.ndarray
     tcp: np.ndarray
     udp: np.ndarray
@@ -304,7 +353,9 @@ def _columns(r: pd.DataFrame) -> _Cols:
                  r["spkts"].to_numpy(np.int64), r["dpkts"].to_numpy(np.int64), r["sbytes"].to_numpy(np.int64),
                  r["dbytes"].to_numpy(np.int64), r["srate"].to_numpy(np.float64), r["stime"].to_numpy(np.float64),
                  r["ltime"].to_numpy(np.float64),
+                 r["smac"].to_numpy(np.int64) if "smac" in r else np.zeros(len(r), np.int64),
                  r["sflags"].to_numpy(np.int64) if "sflags" in r else np.zeros(len(r), np.int64),
+                 r["dflags"].to_numpy(np.int64) if "dflags" in r else np.zeros(len(r), np.int64),
                  r["state"].astype(str).to_numpy(), proto == "tcp", proto == "udp",
                  (proto == "icmp") | (proto == "ipv6-icmp"), multicast)
 
@@ -350,4 +401,5 @@ def _labels(found: list) -> pd.DataFrame:
         "attack": hit.astype(np.int64), "category": col("category", "Normal"),
         "subcategory": col("subcategory", "Normal"),
         "sid": np.array([f.sid if f is not None else 0 for f in found], dtype=np.int64),
-        "msg": col("msg"), "technique": col("technique"), "mitre": col("mitre")})
+        "msg": col("msg"), "technique": col("technique"), "mitre": col("mitre"),
+        "blocks": np.array([f.blocks if f is not None else False for f in found], dtype=bool)})

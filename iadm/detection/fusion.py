@@ -45,8 +45,10 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
                 rules[name] = np.where(seen, behaviour[name].to_numpy(dtype=object), rules[name].to_numpy(dtype=object))
             technique = np.where(seen, behaviour["technique"].to_numpy(dtype=object), technique)
             mitre = np.where(seen, behaviour["mitre"].to_numpy(dtype=object), mitre)
+        about_destination = seen & ~behaviour["blocks"].to_numpy(dtype=bool) if "blocks" in behaviour else \
+            np.zeros(len(rules), dtype=bool)
     else:
-        seen = np.zeros(len(rules), dtype=bool)
+        seen = about_destination = np.zeros(len(rules), dtype=bool)
     if model is None:
         model_attack = np.zeros(len(rules), dtype=bool)
         model_label = np.full(len(rules), "", dtype=object)
@@ -84,7 +86,8 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
     return pd.DataFrame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
                          "source": source, "rule_sid": rules["sid"].to_numpy(), "rule_msg": rules["msg"].to_numpy(),
                          "model_label": model_label, "model_score": score, "zscore": z_max,
-                         "technique": np.where(rule_attack, technique, ""), "mitre": np.where(rule_attack, mitre, "")})
+                         "technique": np.where(rule_attack, technique, ""), "mitre": np.where(rule_attack, mitre, ""),
+                         "about_destination": about_destination & attack})
 
 
 def _source_name(code: int) -> str:

@@ -46,6 +46,7 @@ class _Attacker:
     last_alert: float = 0.0
     unreported: int = 0              # attack records since the last alert line
     block: dict = field(default_factory=dict)
+    sids: dict = field(default_factory=dict)         # signature id -> time of its last alert line
     evidence: deque = field(default_factory=deque)   # (time, records, attack records, rule-flagged)
 
     def weigh(self, now: float, horizon: float, total: int, attacks: int, by_rule: int) -> tuple[int, int, int]:
@@ -99,6 +100,8 @@ class Responder:
         # A record is evidence against its source only if the source sent something in it: a
         # reflection's victim (the receiver of unsolicited SYN-ACKs) is the record's source too.
         acting = (by_rule | confirmed) & ((records["spkts"].to_numpy() > 0) if "spkts" in records else True)
+        if "about_destination" in verdicts:   # a DDoS finding names the victim, not this source
+            acting &= ~verdicts["about_destination"].to_numpy(dtype=bool)
         # Certain evidence needs no share of the attacker's records: a behaviour watcher's finding
         # (already counted per source over time) or a rule on the record's own fields. A rule on
         # window features (N_IN_Conn_*, which describe the destination) does: see the docstring.
@@ -116,10 +119,8 @@ class Responder:
             # min_records-th acting record in this frame (else its first attack record).
             act = np.sort(ltime[mine[acting[mine]]])
             at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
-            event = self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
-                                 int(acting[mine].sum()), float(at), int(certain[mine].sum()))
-            if event is not None:
-                events.append(event)
+            events += self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
+                                   int(acting[mine].sum()), float(at), int(certain[mine].sum()))
         return events
 
     def _window_sids(self) -> list | None:
@@ -155,7 +156,7 @@ class Responder:
                     seen.add(addr)
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
-                total: int, acting: int, at: float | None = None, certain: int = 0) -> dict | None:
+                total: int, acting: int, at: float | None = None, certain: int = 0) -> list[dict]:
         now = at if self.replaying and at is not None else self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
@@ -163,17 +164,33 @@ class Responder:
         enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
         actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records)
                       and not self.shared(attacker))
-        if now < state.held_until:
-            if now - state.last_alert < self.realert_seconds:
-                return None
-            return self._alert(attacker, state, records, verdicts, mine, by_rule, now, verdict=None)
+        # A signature this attacker has not been alerted for lately gets its own line even inside
+        # the realert period: a null probe first, then the scan it belongs to, are two findings.
+        sids = verdicts["rule_sid"].to_numpy()[by_rule]
+        fresh = by_rule[np.array([now - state.sids.get(int(x), -np.inf) >= self.realert_seconds
+                                  for x in sids.tolist()], dtype=bool)] if len(by_rule) else by_rule
+        quiet = now - state.last_alert < self.realert_seconds and not len(fresh)
+        if len(fresh):
+            by_rule = fresh
         verdict = None
-        if actionable and self.client is not None:
+        if now < state.held_until:
+            if quiet:
+                return []
+        elif actionable and self.client is not None:
             verdict = self._send(attacker, records, verdicts, by_rule if len(by_rule) else mine, now)
             state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
-        elif now - state.last_alert < self.realert_seconds:
-            return None
-        return self._alert(attacker, state, records, verdicts, mine, by_rule, now, verdict)
+        elif quiet:
+            return []
+        # one line per signature found in this frame (the verdict rides on the first)
+        firsts = [by_rule]
+        if len(by_rule):
+            sids_of = verdicts["rule_sid"].to_numpy()[by_rule]
+            firsts = [by_rule[sids_of == sid][:1] for sid in dict.fromkeys(sids_of.tolist())]
+        events = []
+        for k, rows in enumerate(firsts):
+            events.append(self._alert(attacker, state, records, verdicts, mine, rows, now,
+                                      verdict if k == 0 else None))
+        return events
 
     def blocks_active(self) -> int:
         now = self.clock()
@@ -207,6 +224,7 @@ class Responder:
     def _alert(self, attacker, state, records, verdicts, mine, by_rule, now, verdict) -> dict:
         row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(verdicts["model_score"].to_numpy()[mine])])
         sid = int(verdicts["rule_sid"].iat[row]) if _strong(verdicts["source"].iat[row]) else 0
+        state.sids[sid] = now
         rule = self.detector.rule(sid) if (self.detector and sid) else None
         standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
         blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
