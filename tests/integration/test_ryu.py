@@ -13,7 +13,7 @@ RYU_PYTHON = Path(os.environ.get("IADM_RYU_PYTHON", ROOT / ".venv-ryu" / "bin" /
 def _ryu_unavailable() -> str | None:
     if (RYU_PYTHON.parent.parent / ".iadm-installed").exists() or "IADM_RYU_PYTHON" in os.environ:
         return None
-    log = ROOT / ".venv-ryu.log"
+    log = ROOT / "run" / "venv-ryu.log"
     tail = log.read_text()[-600:] if log.exists() else "scripts/setup --ryu was not run"
     return f"Ryu 4.34 is not installed at {RYU_PYTHON}: {tail}"
 
