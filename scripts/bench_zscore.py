@@ -43,12 +43,13 @@ COLUMNS = ["saddr", "daddr", "sport", "dport", "proto", "bytes", "pkts", "stime"
 def load_before(commit: str):
     text = subprocess.run(["git", "-C", ROOT, "show", f"{commit}:iadm/stats/zscore.py"], check=True,
                           capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(prefix="zscore-before-"), "zscore_before.py")
-    with open(path, "w") as fh:
-        fh.write(text)
-    spec = importlib.util.spec_from_file_location("zscore_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="zscore-before-") as folder:
+        path = os.path.join(folder, "zscore_before.py")
+        with open(path, "w") as fh:
+            fh.write(text)
+        spec = importlib.util.spec_from_file_location("zscore_before", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
