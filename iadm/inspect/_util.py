@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 
 import numpy as np
 
@@ -50,17 +51,36 @@ def ipv4_value(text: str) -> int:
 
 class Once:
     """Say a thing once per key per `repeat` seconds of capture time (a finding is not repeated for
-    every packet of the same spoofing or tunnel)."""
+    every packet of the same spoofing or tunnel), and at most `rate` new findings a second per
+    signature (a storm of forged packets must not become a storm of findings: the rest are
+    counted in `suppressed`). Keys are kept in time order and forgotten after `repeat`; at most
+    `keep` of them are remembered."""
 
-    def __init__(self, repeat: float):
+    def __init__(self, repeat: float, rate: int = 50, keep: int = 1 << 16):
         self.repeat = repeat
-        self._last: dict = {}
+        self.rate = rate
+        self.keep = keep
+        self.suppressed = 0
+        self._last: OrderedDict = OrderedDict()
+        self._second: dict = {}        # signature -> [second, findings in it]
 
-    def __call__(self, key, now: float) -> bool:
+    def __call__(self, key, now: float, sid=None) -> bool:
         last = self._last.get(key)
         if last is not None and now - last < self.repeat:
             return False
+        sid = key[0] if sid is None and isinstance(key, tuple) else sid
+        tally = self._second.setdefault(sid, [int(now), 0])
+        if tally[0] != int(now):
+            tally[0], tally[1] = int(now), 0
+        if tally[1] >= self.rate:
+            self.suppressed += 1
+            return False
+        tally[1] += 1
         self._last[key] = now
-        if len(self._last) > 4096:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.repeat}
+        self._last.move_to_end(key)
+        while self._last:
+            k, t = next(iter(self._last.items()))
+            if now - t < self.repeat and len(self._last) <= self.keep:
+                break
+            del self._last[k]
         return True

@@ -45,7 +45,7 @@ from iadm.inspect.finding import MITRE_ARP, SIDS, Finding, format_mac
 
 REQUEST, ANNOUNCE, SOLICITED, UNSOLICITED = "request", "announcement", "solicited", "unsolicited"
 COUNTERS = ("arp", "requests", "replies", "announcements", "probes", "solicited", "unsolicited", "not_ethernet_ipv4",
-            "other_op", "no_offset")
+            "other_op", "no_offset", "repeats")
 
 
 class _Claim:
@@ -111,6 +111,14 @@ class ArpWatch:
         spa, tpa = _be(rows[:, 14:18]), _be(rows[:, 24:28])
         eth = decoded.src_mac[sel]
         ts = decoded.ts[sel]
+        if len(sel) > 256:       # a storm: the same packet again within a second is one claim (its first time)
+            key = np.stack([eth, op, sha, spa, tha, tpa, np.floor(ts).astype(np.uint64)], axis=1)
+            _, first = np.unique(key, axis=0, return_index=True)
+            if len(first) < len(sel):
+                first.sort()
+                self.counters["repeats"] += len(sel) - len(first)
+                eth, op, sha, spa, tha, tpa, ts = eth[first], op[first], sha[first], spa[first], tha[first], \
+                    tpa[first], ts[first]
         out: list[Finding] = []
         for t, e, o, sm, sp, tm, tp in zip(ts.tolist(), eth.tolist(), op.tolist(), sha.tolist(), spa.tolist(),
                                             tha.tolist(), tpa.tolist()):
@@ -164,24 +172,26 @@ class ArpWatch:
                   if m != mac and t - max(self._seen.get(m, -1e18), self._seen.get(c.actor, -1e18)) <= self.active]
         owners = [(m, c) for m, c in rivals if c.established]
         gateway = self._is_gateway(ip)
-        base = {"claimed_ip": ipv4_text(ip), "claim": kind, "target_ip": ipv4_text(tpa),
-                "target_mac": format_mac(tha), "sender_mac": format_mac(mac)}
+
+        def base():        # evidence text is made only for a finding that is said
+            return {"claimed_ip": ipv4_text(ip), "claim": kind, "target_ip": ipv4_text(tpa),
+                    "target_mac": format_mac(tha), "sender_mac": format_mac(mac)}
         if kind == UNSOLICITED:
             me.unsolicited += 1
             me.forged += 1
             if owners:
                 m, c = max(owners, key=lambda mc: mc[1].last)
                 self._say(out, t, 2100001, actor, ip, tpa, 1, True,
-                          {**base, "owner_mac": format_mac(m), "owner_last_seen": round(t - c.last, 3),
-                           "unsolicited_claims": me.unsolicited})
+                          lambda: {**base(), "owner_mac": format_mac(m), "owner_last_seen": round(t - c.last, 3),
+                                   "unsolicited_claims": me.unsolicited})
             if gateway and not me.answered_itself:
                 others = [(m, c) for m, c in holders.items() if m != mac and c.established]
                 owns_other = any(a != ip and c.established for a, c in self._owned(mac))
                 if others or owns_other:
                     self._say(out, t, 2100002, actor, ip, tpa, 1, True,
-                              {**base, "gateway": ipv4_text(ip),
-                               "gateway_mac": format_mac(others[0][0]) if others else "",
-                               "gateway_source": "configured" if ip in self.gateways else "learned"})
+                              lambda: {**base(), "gateway": ipv4_text(ip),
+                                       "gateway_mac": format_mac(others[0][0]) if others else "",
+                                       "gateway_source": "configured" if ip in self.gateways else "learned"})
             if not me.answered_itself:
                 mine = self._unsolicited.setdefault(actor, {})
                 mine[ip] = t
@@ -189,8 +199,8 @@ class ArpWatch:
                 self._unsolicited[actor] = recent
                 if len(recent) >= self.multi_count:
                     self._say(out, t, 2100003, actor, ip, tpa, 1, True,
-                              {**base, "addresses": sorted(ipv4_text(a) for a in recent),
-                               "window_s": self.multi_window}, key=(2100003, actor))
+                              lambda: {**base(), "addresses": sorted(ipv4_text(a) for a in recent),
+                                       "window_s": self.multi_window}, key=(2100003, actor))
         else:
             if kind == SOLICITED:
                 me.solicited += 1
@@ -203,13 +213,13 @@ class ArpWatch:
                 if me.unsolicited:
                     m, c = rivals[0]
                     self._say(out, t, 2100001, actor, ip, tpa, 1, True,
-                              {**base, "owner_mac": format_mac(m), "unsolicited_claims": me.unsolicited})
+                              lambda: {**base(), "owner_mac": format_mac(m), "unsolicited_claims": me.unsolicited})
                 elif spoofers:
                     for m, c in spoofers:
                         self._say(out, t, 2100001, c.actor, ip, tpa, 1, True,
-                                  {**base, "claim": "earlier unsolicited", "sender_mac": format_mac(m),
-                                   "owner_mac": format_mac(mac), "owner_claim": kind,
-                                   "unsolicited_claims": c.unsolicited})
+                                  lambda m=m, c=c: {**base(), "claim": "earlier unsolicited",
+                                                    "sender_mac": format_mac(m), "owner_mac": format_mac(mac),
+                                                    "owner_claim": kind, "unsolicited_claims": c.unsolicited})
                 else:
                     m, c = max(rivals, key=lambda mc: mc[1].first)
                     newer_is_me = me.first >= c.first
@@ -217,8 +227,8 @@ class ArpWatch:
                     other_mac = m if newer_is_me else mac
                     forged = gateway and name.announced > 0
                     self._say(out, t, 2100005, name.actor, ip, tpa, 1 if forged else 2, forged,
-                              {**base, "sender_mac": format_mac(name_mac), "other_mac": format_mac(other_mac),
-                               "gateway": gateway})
+                              lambda: {**base(), "sender_mac": format_mac(name_mac),
+                                       "other_mac": format_mac(other_mac), "gateway": gateway})
         me.last = t
         me.actor = actor
 
@@ -253,7 +263,7 @@ class ArpWatch:
 
     def _say(self, out, t, sid, actor, ip, tpa, severity, block, evidence, key=None):
         if self._once(key or (sid, actor, ip), t):
-            out.append(self._finding(t, sid, actor, ip, tpa, severity, block, evidence))
+            out.append(self._finding(t, sid, actor, ip, tpa, severity, block, evidence()))
 
     @staticmethod
     def _finding(t, sid, actor, ip, tpa, severity, block, evidence) -> Finding:

@@ -27,6 +27,8 @@ encoded ones. Conditions, one sid each, per client and domain within the window:
           (shorter than a header, impossible opcode or counts, bad names) in the window: a raw
           tunnel. block when the server also answered with non-DNS (a two-way channel); payloads
           that the capture cut short are not evidence.
+Python work is per unique name: at most `group_cap` per client and domain and `batch_cap` in
+all per batch (a random-subdomain flood is counted in names_not_kept beyond that).
 A client that itself answers DNS (a LAN resolver forwarding other hosts' queries) is never
 named for a block: its findings are alerts, and the host behind it is found on its own queries.
 A browser's lookups (CDN names, many domains, few names each), reverse lookups, DNS-SD, a zone
@@ -102,6 +104,7 @@ class DnsWatch:
                  long_entropy: float = 3.5, long_digits: int = 2, long_names: int = 8, unique_names: int = 50,
                  unique_mean_len: float = 20.0, unique_entropy: float = 3.0, qtype_names: int = 10,
                  qtype_share: float = 0.5, null_names: int = 3, raw_payloads: int = 3, group_cap: int = 256,
+                 batch_cap: int = 8192,
                  max_domains: int = 8192, names_buffer: int = 1 << 16, allow_domains=()):
         self.window = window
         self.long_digits = long_digits
@@ -112,6 +115,7 @@ class DnsWatch:
         self.qtype_names, self.qtype_share, self.null_names = qtype_names, qtype_share, null_names
         self.raw_payloads = raw_payloads
         self.group_cap = group_cap
+        self.batch_cap = batch_cap
         self.max_domains = max_domains
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._names = np.zeros(names_buffer, dtype=np.uint8)
@@ -239,11 +243,15 @@ class DnsWatch:
         ents = np.where(plain, entropy[q], 0.0).astype(np.float64).tolist()
         times = t_all[q].tolist()
         hashes = name_hash[q].tolist()
+        budget = self.batch_cap
         for g in range(len(bounds) - 1):
             lo, hi = bounds[g], bounds[g + 1]
-            if hi - lo > self.group_cap:
-                self.counters["names_not_kept"] += hi - lo - self.group_cap
-            rows = sorted(range(lo, min(hi, lo + self.group_cap)), key=times.__getitem__)
+            take = min(hi - lo, self.group_cap, budget)
+            self.counters["names_not_kept"] += hi - lo - take
+            if take <= 0:
+                continue
+            budget -= take
+            rows = sorted(range(lo, lo + take), key=times.__getitem__)
             r0 = q[rows[0]]
             dkey = (int(src_hi[r0]), int(src_lo[r0]), int(reg_hash[r0]))
             dom = self._domains.get(dkey)
