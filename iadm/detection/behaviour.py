@@ -21,11 +21,12 @@ technique and the ATT&CK id, with the numbers in its message.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 AUTH_SERVICES = {21: "ftp", 22: "ssh", 23: "telnet", 2323: "telnet", 3389: "rdp", 5900: "vnc", 1883: "mqtt",
                  110: "pop3", 143: "imap", 389: "ldap", 3306: "mysql", 5432: "postgresql"}
@@ -50,32 +51,76 @@ class Distinct:
         self.swept_at = -np.inf
 
     def add(self, keys: list, members: list, times, closing=None) -> np.ndarray:
-        """closing (optional, per triple): the member ends here (a closed connection) and stops counting."""
+        """closing (optional, per triple): the member ends here (a closed connection) and stops
+        counting. A key None is not counted. Keys met once in the batch and unknown before (a
+        forged-source flood makes one per packet) take a bulk path: their count is 1."""
+        n = len(keys)
         times = np.asarray(times, dtype=np.float64)
-        counts = np.zeros(len(keys), dtype=np.int64)
+        counts = np.zeros(n, dtype=np.int64)
+        if not n:
+            return counts
         table, window = self.keys, self.window
-        for i in np.argsort(times, kind="stable").tolist():
-            key, member, t = keys[i], members[i], float(times[i])
-            if key is None:   # not counted here
+        seen_in_batch = Counter(keys)
+        t_list = times.tolist()
+        slow = []
+        for i, key in enumerate(keys):
+            if key is None:
                 continue
-            state = table.get(key)
-            if state is None:
-                state = table[key] = ({}, deque())
-            last, events = state
-            since = t - window
-            while events and events[0][0] < since:
-                t0, m0 = events.popleft()
-                if last.get(m0) == t0:
-                    del last[m0]
-            if closing is not None and closing[i]:
-                last.pop(member, None)
-            elif last.get(member, -np.inf) < t:
-                last[member] = t
-                events.append((t, member))
-            counts[i] = len(last)
-        if len(times):
-            self._sweep(float(times.max()))
+            if seen_in_batch[key] == 1 and key not in table and (closing is None or not closing[i]):
+                member, t = members[i], t_list[i]
+                table[key] = ({member: t}, deque(((t, member),)))
+                counts[i] = 1
+            else:
+                slow.append(i)
+        if len(slow) >= BIG_GROUP:   # keys with many rows (one victim of a flood): compiled, per key
+            by_key: dict = {}
+            for i in slow:
+                by_key.setdefault(keys[i], []).append(i)
+            slow = []
+            for key, rows in by_key.items():
+                if len(rows) >= BIG_GROUP and closing is None:
+                    self._add_group(key, rows, members, times, counts)
+                else:
+                    slow += rows
+        if slow:
+            slow.sort(key=t_list.__getitem__)
+            never = float("-inf")
+            for i in slow:
+                key, member, t = keys[i], members[i], t_list[i]
+                state = table.get(key)
+                if state is None:
+                    state = table[key] = ({}, deque())
+                last, events = state
+                since = t - window
+                while events and events[0][0] < since:
+                    t0, m0 = events.popleft()
+                    if last.get(m0) == t0:
+                        del last[m0]
+                if closing is not None and closing[i]:
+                    last.pop(member, None)
+                elif last.get(member, never) < t:
+                    last[member] = t
+                    events.append((t, member))
+                counts[i] = len(last)
+        self._sweep(max(t_list))
         return counts
+
+    def _add_group(self, key, rows: list, members: list, times: np.ndarray, counts: np.ndarray) -> None:
+        """One key's rows at once: its state and the rows as codes, the window walked by a compiled loop."""
+        last, _ = self.keys.get(key, ({}, None))
+        rows = np.asarray(rows)[np.argsort(times[rows], kind="stable")]
+        before = sorted(((t, m) for m, t in last.items()), key=lambda e: e[0])
+        names = [m for _, m in before] + [members[i] for i in rows.tolist()]
+        codes, uniques = pd.factorize(pd.Series(names, dtype=object))
+        at = np.concatenate([np.array([t for t, _ in before], dtype=np.float64), times[rows]])
+        out, last_t = _window_walk(at, codes.astype(np.int64), len(uniques), self.window, len(before))
+        counts[rows] = out
+        end = at[-1] - self.window
+        keep = np.flatnonzero(last_t >= end)
+        order = keep[np.argsort(last_t[keep], kind="stable")]
+        kept = uniques.take(order).tolist() if len(order) else []
+        state_last = dict(zip(kept, last_t[order].tolist()))
+        self.keys[key] = (state_last, deque(zip(last_t[order].tolist(), kept)))
 
     def drop(self, key, member) -> None:
         state = self.keys.get(key)
@@ -92,6 +137,35 @@ class Distinct:
             newest = sorted(self.keys, key=lambda k: self.keys[k][1][-1][0], reverse=True)
             self.keys = {k: self.keys[k] for k in newest[: self.max_keys // 2]}
         self.swept_at = now
+
+
+BIG_GROUP = 256
+
+
+@njit(cache=True, nogil=True)
+def _window_walk(at, codes, n_members, window, n_before):
+    """Distinct members within the window at each of the rows after the first n_before events
+    (the key's state, already in time order). Returns the counts and each member's last time."""
+    last_t = np.full(n_members, -np.inf)
+    counts = np.zeros(len(at) - n_before, dtype=np.int64)
+    live = 0
+    head = 0
+    for i in range(len(at)):
+        t = at[i]
+        while head < i and at[head] < t - window:
+            m = codes[head]
+            if last_t[m] == at[head]:
+                last_t[m] = -np.inf
+                live -= 1
+            head += 1
+        m = codes[i]
+        if last_t[m] < t:
+            if last_t[m] == -np.inf:
+                live += 1
+            last_t[m] = t
+        if i >= n_before:
+            counts[i - n_before] = live
+    return counts, last_t
 
 
 @dataclass(frozen=True)
@@ -157,6 +231,20 @@ class BehaviourWatch:
             self._slow_http(cols, found)
         return _labels(found)
 
+    @staticmethod
+    def _mark(found: list, rows: np.ndarray, hit: np.ndarray, keys: list, make) -> None:
+        """found[row] = make(j) for the rows over a threshold that nothing claimed yet; one
+        Finding per key per batch (a flood flags thousands of rows with the same finding)."""
+        made: dict = {}
+        for j in np.flatnonzero(hit).tolist():
+            i = rows[j]
+            if found[i] is None:
+                key = keys[j]
+                finding = made.get(key)
+                if finding is None:
+                    finding = made[key] = make(j)
+                found[i] = finding
+
     # -- scans -----------------------------------------------------------------------------------
     def _scans(self, c, found) -> None:
         sent = c.spkts >= 1
@@ -166,118 +254,119 @@ class BehaviourWatch:
             rows = np.flatnonzero(mask & ~c.multicast)
             if not len(rows):
                 continue
-            keys = list(zip(c.saddr[rows], c.daddr[rows]))
+            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist()))
             counts = self.ports.add([(proto,) + k for k in keys], c.dport[rows].tolist(), c.ltime[rows])
-            for i, key, ports in zip(rows, keys, counts.tolist()):
-                if ports >= self.scan_ports and found[i] is None:
-                    kind = _scan_kind(int(c.sflags[i])) if proto == "TCP" else "udp"
-                    found[i] = Finding(sid, "Reconnaissance", "Service_Scan", "port_scan", "T1046",
-                                       f"{proto} port scan ({kind}): {ports} ports of {key[1]} probed by {key[0]} "
-                                       f"within {self.ports.window:.0f} s")
+
+            def scan(j, rows=rows, keys=keys, counts=counts, sid=sid, proto=proto):
+                kind = _scan_kind(int(c.sflags[rows[j]])) if proto == "TCP" else "udp"
+                return Finding(sid, "Reconnaissance", "Service_Scan", "port_scan", "T1046",
+                               f"{proto} port scan ({kind}): {counts[j]} ports of {keys[j][1]} probed by {keys[j][0]} "
+                               f"within {self.ports.window:.0f} s")
+            self._mark(found, rows, counts >= self.scan_ports, keys, scan)
         rows = np.flatnonzero((probe_tcp | probe_udp) & ~c.multicast)
         if len(rows):
-            keys = list(zip(c.saddr[rows], c.proto[rows], c.dport[rows].tolist()))
+            keys = list(zip(c.saddr[rows].tolist(), c.proto[rows].tolist(), c.dport[rows].tolist()))
             counts = self.hosts.add(keys, c.daddr[rows].tolist(), c.ltime[rows])
-            for i, key, hosts in zip(rows, keys, counts.tolist()):
-                if hosts >= self.scan_hosts and found[i] is None:
-                    service = AUTH_SERVICES.get(key[2]) if key[2] in (22, 23, 2323) else None
-                    found[i] = Finding(SWEEP, "Reconnaissance", "Service_Scan",
-                                       "brute_force" if service else "port_scan", "T1110" if service else "T1046",
-                                       f"{key[1].upper()} sweep of port {key[2]}{' (' + service + ')' if service else ''}:"
-                                       f" {hosts} hosts probed by {key[0]} within {self.hosts.window:.0f} s")
 
-    # -- floods from one source ------------------------------------------------------------------
+            def sweep(j):
+                source, proto, port = keys[j]
+                service = AUTH_SERVICES.get(port) if port in (22, 23, 2323) else None
+                return Finding(SWEEP, "Reconnaissance", "Service_Scan", "brute_force" if service else "port_scan",
+                               "T1110" if service else "T1046",
+                               f"{proto.upper()} sweep of port {port}{' (' + service + ')' if service else ''}: "
+                               f"{counts[j]} hosts probed by {source} within {self.hosts.window:.0f} s")
+            self._mark(found, rows, counts >= self.scan_hosts, keys, sweep)
+
+    # -- floods ----------------------------------------------------------------------------------
     def _floods(self, c, found) -> None:
         # one-way: nothing came back, or a TCP source that never got as far as an ACK
         one_way = (c.spkts >= 1) & ((c.dpkts == 0) | (c.tcp & ((c.sflags & _TH_ACK) == 0) & (c.spkts <= 3)))
         rows = np.flatnonzero(one_way)
-        if len(rows):   # group destinations count too: a flood is a rate, whatever the address
-            keys = list(zip(c.saddr[rows], c.daddr[rows], c.proto[rows]))
+        if len(rows):   # from one source; group destinations count too: a flood is a rate, whatever the address
+            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
             counts = self.flows.add(keys, list(zip(c.sport[rows].tolist(), c.dport[rows].tolist())), c.stime[rows])
-            for i, key, flows in zip(rows, keys, counts.tolist()):
-                if flows >= self.flood_flows and found[i] is None:
-                    technique = _flood_technique(key[2], int(c.sflags[i]))
-                    found[i] = Finding(FLOOD_FLOWS, "DoS", key[2].upper(), technique, "T1498.001",
-                                       f"{key[2].upper()} flood from one source: {flows} one-way flows from {key[0]} "
-                                       f"to {key[1]} within {self.flows.window:g} s")
+
+            def one_source(j):
+                source, dest, proto = keys[j]
+                return Finding(FLOOD_FLOWS, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[rows[j]])),
+                               "T1498.001", f"{proto.upper()} flood from one source: {counts[j]} one-way flows from "
+                               f"{source} to {dest} within {self.flows.window:g} s")
+            self._mark(found, rows, counts >= self.flood_flows, keys, one_source)
         rows = np.flatnonzero(one_way & (c.smac != 0))
         if len(rows):   # many source addresses behind one MAC, one destination: a LAN host forging sources
-            keys = list(zip(c.smac[rows].tolist(), c.daddr[rows], c.proto[rows]))
-            counts = self.forged.add(keys, c.saddr[rows].tolist(), c.stime[rows]).tolist()
-            for i, key, n in zip(rows, keys, counts):
-                if n >= self.flood_sources and found[i] is None:
-                    found[i] = Finding(FORGED_SOURCES, "DoS", key[2].upper(),
-                                       _flood_technique(key[2], int(c.sflags[i])), "T1498.001",
-                                       f"{key[2].upper()} flood with forged sources: {n} source addresses behind one "
-                                       f"MAC sent one-way flows to {key[1]} within {self.forged.window:g} s")
+            keys = list(zip(c.smac[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
+            counts = self.forged.add(keys, c.saddr[rows].tolist(), c.stime[rows])
+
+            def forged(j):
+                _, dest, proto = keys[j]
+                return Finding(FORGED_SOURCES, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[rows[j]])),
+                               "T1498.001", f"{proto.upper()} flood with forged sources: {counts[j]} source addresses "
+                               f"behind one MAC sent one-way flows to {dest} within {self.forged.window:g} s")
+            self._mark(found, rows, counts >= self.flood_sources, keys, forged)
         rows = np.flatnonzero(one_way & ~c.multicast)
         if len(rows):   # many sources, one destination: forged sources or a botnet (DDoS). The
             # finding is about the destination: a benign client of a flooded server has one-way
             # flows too, so no source is blocked on it (blocks=False); mitigation is shaped on the victim.
-            keys = list(zip(c.daddr[rows], c.proto[rows]))
+            keys = list(zip(c.daddr[rows].tolist(), c.proto[rows].tolist()))
             sources = c.saddr[rows].tolist()
-            fast = self.sources.add(keys, sources, c.stime[rows]).tolist()
+            fast = self.sources.add(keys, sources, c.stime[rows])
             syn = ((c.sflags[rows] & (_TH_SYN | _TH_ACK)) == _TH_SYN) & c.tcp[rows]
-            slow = self.slow_sources.add([k if s else None for k, s in zip(keys, syn)], sources, c.stime[rows])
-            for j, (i, key) in enumerate(zip(rows, keys)):
-                if found[i] is not None:
-                    continue
-                if fast[j] >= self.flood_sources:
-                    n, window = fast[j], self.sources.window
-                elif syn[j] and slow[j] >= self.slow_flood_sources:
-                    n, window = int(slow[j]), self.slow_sources.window
-                else:
-                    continue
-                reflected = key[1] == "udp" and int(c.sport[i]) in AMPLIFIERS
-                found[i] = Finding(FLOOD_SOURCES, "DDoS", key[1].upper(),
-                                   "reflection" if reflected else _flood_technique(key[1], int(c.sflags[i])),
-                                   "T1498.002" if reflected else "T1498.001",
-                                   f"{key[1].upper()} {'reflection' if reflected else 'flood'} from many sources: "
-                                   f"{n} sources sent one-way flows to {key[0]} within {window:g} s", blocks=False)
+            slow = self.slow_sources.add([k if s else None for k, s in zip(keys, syn.tolist())], sources,
+                                         c.stime[rows])
+            quick = fast >= self.flood_sources
+
+            def many(j):
+                dest, proto = keys[j]
+                n, window = (fast[j], self.sources.window) if quick[j] else (slow[j], self.slow_sources.window)
+                reflected = proto == "udp" and int(c.sport[rows[j]]) in AMPLIFIERS
+                return Finding(FLOOD_SOURCES, "DDoS", proto.upper(),
+                               "reflection" if reflected else _flood_technique(proto, int(c.sflags[rows[j]])),
+                               "T1498.002" if reflected else "T1498.001",
+                               f"{proto.upper()} {'reflection' if reflected else 'flood'} from many sources: "
+                               f"{n} sources sent one-way flows to {dest} within {window:g} s", blocks=False)
+            self._mark(found, rows, quick | (syn & (slow >= self.slow_flood_sources)), keys, many)
         # Slow reflection: unsolicited answers (a flow whose first packet is a reply) from many
         # amplifiers within a minute; a benign host only gets answers on flows it opened. Services
         # that answer multicast queries by unicast (mDNS, SSDP, WS-Discovery) are left out.
         rows = np.flatnonzero(one_way & c.udp & np.isin(c.sport, list(SLOW_AMPLIFIERS)) & ~c.multicast)
         if len(rows):
-            keys = list(zip(c.daddr[rows], c.proto[rows]))
-            counts = self.slow_answers.add(keys, c.saddr[rows].tolist(), c.stime[rows]).tolist()
-            for i, key, n in zip(rows, keys, counts):
-                if n >= self.slow_reflectors and found[i] is None:
-                    found[i] = Finding(REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
-                                       f"UDP reflection: {n} port-{int(c.sport[i])} servers sent unsolicited answers "
-                                       f"to {key[0]} within {self.slow_answers.window:g} s", blocks=False)
+            keys = c.daddr[rows].tolist()
+            counts = self.slow_answers.add(keys, c.saddr[rows].tolist(), c.stime[rows])
+            self._mark(found, rows, counts >= self.slow_reflectors, keys, lambda j: Finding(
+                REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
+                f"UDP reflection: {counts[j]} port-{int(c.sport[rows[j]])} servers sent unsolicited answers to "
+                f"{keys[j]} within {self.slow_answers.window:g} s", blocks=False))
         # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (the record's
         # source sent nothing; its destination answered a SYN forged with the receiver's address)
         synack = (c.dflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
         rows = np.flatnonzero(c.tcp & (c.spkts == 0) & synack & ~c.multicast)
         if len(rows):
-            keys = [(a, "synack") for a in c.saddr[rows].tolist()]
+            keys = c.saddr[rows].tolist()
             members = list(zip(c.daddr[rows].tolist(), c.dport[rows].tolist(), c.dpkts[rows].tolist()))
-            counts = self.backscatter.add(keys, members, c.ltime[rows]).tolist()
-            for i, key, n in zip(rows, keys, counts):
-                if n >= self.slow_reflectors * 3 and found[i] is None:
-                    found[i] = Finding(REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
-                                       f"SYN-ACK reflection: {n} unsolicited SYN-ACKs to {key[0]} "
-                                       f"within {self.backscatter.window:g} s", blocks=False)
+            counts = self.backscatter.add(keys, members, c.ltime[rows])
+            self._mark(found, rows, counts >= self.slow_reflectors * 3, keys, lambda j: Finding(
+                REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
+                f"SYN-ACK reflection: {counts[j]} unsolicited SYN-ACKs to {keys[j]} "
+                f"within {self.backscatter.window:g} s", blocks=False))
         rows = np.flatnonzero((c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast)
         if len(rows):   # the other side of a reflection: unsolicited answers from many hosts to one
-            keys = list(zip(c.saddr[rows], c.proto[rows]))
-            counts = self.answers.add(keys, c.daddr[rows].tolist(), c.ltime[rows]).tolist()
-            for i, key, n in zip(rows, keys, counts):
-                if n >= self.flood_sources and found[i] is None:
-                    found[i] = Finding(REFLECTION, "DDoS", key[1].upper(), "reflection", "T1498.002",
-                                       f"{key[1].upper()} reflection: {n} hosts sent unsolicited answers to {key[0]} "
-                                       f"within {self.answers.window:g} s", blocks=False)
+            keys = list(zip(c.saddr[rows].tolist(), c.proto[rows].tolist()))
+            counts = self.answers.add(keys, c.daddr[rows].tolist(), c.ltime[rows])
+            self._mark(found, rows, counts >= self.flood_sources, keys, lambda j: Finding(
+                REFLECTION, "DDoS", keys[j][1].upper(), "reflection", "T1498.002",
+                f"{keys[j][1].upper()} reflection: {counts[j]} hosts sent unsolicited answers to {keys[j][0]} "
+                f"within {self.answers.window:g} s", blocks=False))
         syn_only = c.tcp & ((c.sflags & (_TH_SYN | _TH_ACK)) == _TH_SYN)
         fast = (c.spkts >= 50) & (
             (c.icmp & (c.srate > 100)) | (syn_only & (c.srate > 100))
             | (c.udp & (c.srate > 2000) & (c.dpkts * 10 < c.spkts)))
-        for i in np.flatnonzero(fast):
-            if found[i] is None:
-                technique = _flood_technique(c.proto[i], int(c.sflags[i]))
-                found[i] = Finding(FLOOD_FLOW_RATE, "DoS", c.proto[i].upper(), technique, "T1498.001",
-                                   f"{c.proto[i].upper()} flood in one flow: {c.srate[i]:,.0f} packets/s from "
-                                   f"{c.saddr[i]} to {c.daddr[i]}")
+        rows = np.flatnonzero(fast)
+        if len(rows):
+            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
+            self._mark(found, rows, np.ones(len(rows), dtype=bool), keys, lambda j: Finding(
+                FLOOD_FLOW_RATE, "DoS", keys[j][2].upper(), _flood_technique(keys[j][2], int(c.sflags[rows[j]])),
+                "T1498.001", f"{keys[j][2].upper()} flood in one flow: {c.srate[rows[j]]:,.0f} packets/s from "
+                f"{keys[j][0]} to {keys[j][1]}"))
 
     # -- password guessing -----------------------------------------------------------------------
     def _brute_force(self, c, found) -> None:
@@ -285,23 +374,20 @@ class BehaviourWatch:
         rows = np.flatnonzero(auth)
         if not len(rows):
             return
-        keys = list(zip(c.saddr[rows], c.daddr[rows], c.dport[rows].tolist()))
+        keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.dport[rows].tolist()))
         sports, starts = c.sport[rows].tolist(), c.stime[rows]
-        fast = self.sessions.add(keys, sports, starts).tolist()
-        slow = self.slow_sessions.add(keys, sports, starts).tolist()
-        for j, (i, key) in enumerate(zip(rows, keys)):
-            if found[i] is not None:
-                continue
-            service = AUTH_SERVICES[key[2]]
-            if fast[j] >= self.brute_sessions:
-                sid, sessions, window = BRUTE_FORCE, fast[j], self.sessions.window
-            elif slow[j] >= self.brute_slow_sessions:
-                sid, sessions, window = BRUTE_FORCE_SLOW, slow[j], self.slow_sessions.window
-            else:
-                continue
-            found[i] = Finding(sid, "Theft", "BruteForce", "brute_force", "T1110",
-                               f"{service} password guessing: {sessions} connections from {key[0]} to {key[1]}:"
-                               f"{key[2]} within {window:.0f} s")
+        fast = self.sessions.add(keys, sports, starts)
+        slow = self.slow_sessions.add(keys, sports, starts)
+        quick = fast >= self.brute_sessions
+
+        def guessing(j):
+            source, dest, port = keys[j]
+            sid, n, window = (BRUTE_FORCE, fast[j], self.sessions.window) if quick[j] else \
+                (BRUTE_FORCE_SLOW, slow[j], self.slow_sessions.window)
+            return Finding(sid, "Theft", "BruteForce", "brute_force", "T1110",
+                           f"{AUTH_SERVICES[port]} password guessing: {n} connections from {source} to {dest}:{port} "
+                           f"within {window:.0f} s")
+        self._mark(found, rows, quick | (slow >= self.brute_slow_sessions), keys, guessing)
 
     # -- slow HTTP -------------------------------------------------------------------------------
     def _slow_http(self, c, found) -> None:
@@ -309,15 +395,13 @@ class BehaviourWatch:
         rows = np.flatnonzero(web)
         if not len(rows):
             return
-        keys = list(zip(c.saddr[rows], c.daddr[rows], c.dport[rows].tolist()))
-        sports = c.sport[rows].tolist()
+        keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.dport[rows].tolist()))
         closed = np.isin(c.state[rows], ("FIN", "RST")).tolist()
-        counts = self.open.add(keys, sports, c.ltime[rows], closed).tolist()
-        for i, key, held in zip(rows, keys, counts):
-            if held >= self.slow_http_connections and found[i] is None:
-                found[i] = Finding(SLOW_HTTP, "DoS", "HTTP", "slow_http", "T1499.002",
-                                   f"slow HTTP: {held} connections held open by {key[0]} on {key[1]}:{key[2]} "
-                                   f"within {self.open.window:.0f} s")
+        counts = self.open.add(keys, c.sport[rows].tolist(), c.ltime[rows], closed)
+        self._mark(found, rows, counts >= self.slow_http_connections, keys, lambda j: Finding(
+            SLOW_HTTP, "DoS", "HTTP", "slow_http", "T1499.002",
+            f"slow HTTP: {counts[j]} connections held open by {keys[j][0]} on {keys[j][1]}:{keys[j][2]} "
+            f"within {self.open.window:.0f} s"))
 
 
 @dataclass
