@@ -65,12 +65,18 @@ class Labeller:
         if responder_options is not None:
             from iadm.detection.uplink import UplinkWatch
             options = dict(responder_options)
+            from iadm.inspect import ArpWatch, DnsWatch, MacFloodWatch
             uplink = UplinkWatch(known=options.pop("uplink_macs", ()), no_uplink=options.pop("no_uplink", False))
             responder = Responder(detector=detector, uplink=uplink, **options)
-            inspectors.append(uplink)
+            inspectors += [uplink, ArpWatch(), MacFloodWatch(), DnsWatch()]
         labeller = cls(detector, responder)
         labeller.inspectors = inspectors
         return labeller
+
+    def findings(self, found: list) -> None:
+        """What the packet inspectors found in the last batch: to the responder."""
+        if found and self.responder is not None:
+            self.responder.findings(found)
 
     def __call__(self, frame):
         frame = frame.reset_index(drop=True)
@@ -129,6 +135,9 @@ def watch(source, records_path: str | None = None, duration: float | None = None
     `shared["stats"]` is set to a function returning the current counters (for the operator API)."""
     from iadm.flows.pipeline import warm_up
     took = warm_up()   # compile before capturing: a live ring would overflow while numba works
+    if labeller is not None and labeller.inspectors:
+        from iadm.inspect import warm_up as warm_up_inspectors
+        took += warm_up_inspectors()
     if took > 1.0:
         print(f"compiled the monitor's kernels in {took:.1f} s (first run only: cached after)", file=stream,
               flush=True)
@@ -161,6 +170,10 @@ def watch(source, records_path: str | None = None, duration: float | None = None
                 frame = _labelled(frame, labeller)
                 if writer:
                     writer.write(frame)
+            if pipe.findings:
+                if labeller is not None:
+                    labeller.findings(pipe.findings)
+                pipe.findings = []
             now = time.monotonic()
             if now - last_status >= status_every:
                 stats = pipe.stats() | (live.stats() if live else {}) | extra()

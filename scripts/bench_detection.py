@@ -190,7 +190,7 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
         "file": entry["file"], "truth": entry["truth"], "packets": stats.get("packets", 0),
         "records": tally.records, "alerted": tally.alerted, "by_rule": tally.by_source.get("rule", 0),
         "by_model": tally.by_source.get("model", 0), "by_zscore": tally.by_source.get("zscore", 0),
-        "by_inspector": tally.by_source.get("inspector", 0), "by_behaviour": tally.by_source.get("behaviour", 0),
+        "by_inspector": sum(1 for e in alerts if e.get("verdict_source") == "inspector"), "by_behaviour": tally.by_source.get("behaviour", 0),
         "blocked_wrong": sorted({_target_text(v, tally) for v in wrong}),
         "sids": dict(tally.sids.most_common()),
         "categories": dict(Counter(e.get("alert", {}).get("category", "") for e in alerts)),

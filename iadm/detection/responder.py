@@ -34,6 +34,7 @@ import pandas as pd
 
 from iadm.alerts.log import eve_timestamp
 from iadm.flows.records import mac_text
+from iadm.inspect.finding import format_mac
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
@@ -131,6 +132,50 @@ class Responder:
         return [r.sid for r in self.detector.engine.ruleset.rules
                 if any(p.feature in WINDOW_COLUMNS for p in r.predicates)]
 
+    def findings(self, found: list) -> list[dict]:
+        """Packet inspectors' findings (iadm/inspect): one alert line per attacker and signature per
+        realert period; a block on the actor's MAC when the finding is strong enough alone
+        (`block`), the MAC is not a router's, and no block on it stands already."""
+        events = []
+        for f in found:
+            mac = format_mac(f.src_mac) if f.src_mac else ""
+            attacker = mac or f.src_ip or f"{f.technique}:{f.dest_ip}"
+            now = f.ts if self.replaying else self.clock()
+            self.replay_now = max(self.replay_now, f.ts)
+            state = self.attackers.setdefault(attacker, _Attacker())
+            state.unreported += 1
+            if now - state.sids.get(f.sid, -np.inf) < self.realert_seconds:
+                continue
+            verdict = None
+            if f.block and mac and now >= state.held_until and not self.shared(mac) and self.client is not None:
+                verdict = self._request(mac, f"{f.category}/{f.subcategory}: {f.signature}",
+                                        f"iadm-monitor inspector sid {f.sid}", f.category, "inspector", now)
+                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+            events.append(self._finding_alert(f, mac, state, now, verdict))
+        return events
+
+    def _finding_alert(self, f, mac: str, state, now: float, verdict) -> dict:
+        standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
+        blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
+        meta = {"technique": [f.technique], "mitre_technique_id": [f.mitre]}
+        event = {
+            "timestamp": eve_timestamp(now), "event_type": "alert", "flow_id": None,
+            "src_ip": f.src_ip or None, "src_port": f.src_port, "dest_ip": f.dest_ip or None,
+            "dest_port": f.dest_port, "proto": (f.proto or "").upper(), "src_mac": mac or None,
+            "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": f.sid, "rev": 1,
+                      "signature": f.signature, "category": f.category, "severity": f.severity, "metadata": meta},
+            "verdict_source": "inspector", "subcategory": f.subcategory, "evidence": f.evidence,
+            "records": state.unreported, "first_seen": f.ts,
+        }
+        if verdict is not None:
+            event["verdict"] = verdict
+            state.block = verdict
+        self.alert_log.write(event)
+        self.counts["alerts"] += 1
+        state.sids[f.sid] = now
+        state.last_alert, state.unreported = now, 0
+        return event
+
     def shared(self, attacker: str) -> bool:
         """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the
         uplink: blocking it would cut the gateway off, so it is never blocked by MAC. Until a
@@ -199,13 +244,18 @@ class Responder:
 
     def _send(self, attacker: str, records, verdicts, rows, now: float) -> dict:
         row = rows[0]
-        target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
         category = f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}".rstrip("/")
         said = verdicts["rule_msg"].iat[row] if _strong(verdicts["source"].iat[row]) else ""
         reason = f"{category}: {said or 'model ' + str(verdicts['model_label'].iat[row])}"
         source = f"iadm-monitor {verdicts['source'].iat[row]}" + (
             f" sid {int(verdicts['rule_sid'].iat[row])}" if _strong(verdicts["source"].iat[row]) else "")
-        action = "block"  # the controller turns it into a mark when it runs alert-only
+        return self._request(attacker, reason, source, str(verdicts["category"].iat[row]),
+                             str(verdicts["source"].iat[row]), now)
+
+    def _request(self, attacker: str, reason: str, source: str, category: str, who: str, now: float) -> dict:
+        """One block verdict to the controller (it turns it into a mark when it runs alert-only)."""
+        target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
+        action = "block"
         try:
             doc = self.client.verdict(action=action, duration=self.block_seconds, reason=reason[:256],
                                       source=source[:128], **target)
@@ -214,8 +264,7 @@ class Responder:
             log.warning("verdict %s %s not applied: %s", action, attacker, exc)
             return {"action": action, "error": str(exc), "sent_at": now}
         self.counts["verdicts_sent"] += 1
-        by = (str(verdicts["source"].iat[row]), str(verdicts["category"].iat[row]))
-        self.verdicts_by[by] = self.verdicts_by.get(by, 0) + 1
+        self.verdicts_by[(who, category)] = self.verdicts_by.get((who, category), 0) + 1
         block = doc.get("block", {})
         return {"action": block.get("action", action), "block_id": block.get("block_id"),
                 "match": block.get("match"), "sent_at": now, "installed_at": doc.get("installed_at"),
