@@ -11,7 +11,7 @@ from iadm.alerts.log import eve_timestamp
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SOURCES = ("rule", "model", "zscore")
+SOURCES = ("rule", "behaviour", "inspector", "model", "zscore")
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -84,10 +84,14 @@ def table(events: list[dict]) -> str:
 
 
 def summary(events: list[dict]) -> str:
-    """Counts per category, per source address and per rule, with first and last seen."""
-    groups = {"category": defaultdict(list), "source address": defaultdict(list), "rule": defaultdict(list)}
+    """Counts per technique (with its ATT&CK id), category, source address and rule, with first and last seen."""
+    groups = {"technique": defaultdict(list), "category": defaultdict(list), "source address": defaultdict(list),
+              "rule": defaultdict(list)}
     for e in events:
         alert = e.get("alert") or {}
+        meta = alert.get("metadata") or {}
+        technique = " ".join((meta.get("technique") or ["-"])[:1] + (meta.get("mitre_technique_id") or [])[:1])
+        groups["technique"][technique].append(e["_ts"])
         groups["category"][str(alert.get("category", ""))].append(e["_ts"])
         groups["source address"][str(e.get("src_ip") or e.get("src_mac") or "")].append(e["_ts"])
         sid = alert.get("signature_id")

@@ -53,8 +53,10 @@ def test_filters_and_summary(tmp_path):
     assert [e["src_port"] for e in events if AlertFilter(source="model")(e)] == [1000, 1002, 1003]
     assert [e["src_port"] for e in events if AlertFilter(sid=1000001, since=T0 + 1)(e)] == [1003]
     assert [e["src_port"] for e in events if AlertFilter(category="dos", until=T0 + 2)(e)] == [1000, 1002]
+    events[1]["alert"]["metadata"] = {"technique": ["port_scan"], "mitre_technique_id": ["T1046"]}
     text = summary(events)
     assert "4 alert(s)" in text and "10.0.0.101" in text and "(model or z-score only)" in text
+    assert "per technique:" in text and "port_scan T1046        1" in text
     assert table(events).count("\n") == 4
     with pytest.raises(ValueError, match="source 'snort'"):
         AlertFilter(source="snort")
