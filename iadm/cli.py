@@ -118,6 +118,15 @@ def cmd_monitor(args) -> int:
     return 0
 
 
+def cmd_baseline_learn(args) -> int:
+    from iadm.config import load_monitor_config
+    from iadm.detection.baseline import learn_from_captures
+    os.environ.setdefault("IADM_OPERATOR_TOKEN", "unused")   # the operator API is not started
+    learn_from_captures(load_monitor_config(args.config), args.pcaps, args.output,
+                        say=lambda text: print(text, file=sys.stderr))
+    return 0
+
+
 def cmd_alerts(args) -> int:
     from iadm.alerts.log import follow, read_events
     from iadm.alerts.review import AlertFilter, parse_time, summary, table
@@ -372,6 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "(below 1) or a count (0.01)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_rules_generate)
+
+    baseline = sub.add_parser("baseline", help="site adaptation: learn what this site's devices do every day") \
+        .add_subparsers(dest="baseline_command", required=True)
+    p = baseline.add_parser("learn", help="replay captures of the site through the monitor config; every alert "
+                                          "becomes a baseline entry (JSON), no longer alerted once configured")
+    p.add_argument("pcaps", nargs="+", help="captures of the site's normal traffic")
+    p.add_argument("--config", required=True, help="the monitor config (config/monitor.toml)")
+    p.add_argument("-o", "--output", required=True, help="the baseline file (merged into when it exists)")
+    p.set_defaults(func=cmd_baseline_learn)
 
     p = sub.add_parser("train", help="train a model on labelled records and register it (joblib + card)")
     p.add_argument("data", help="Bot-IoT CSV (any published shape) or our records (.csv/.parquet)")

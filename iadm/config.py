@@ -91,6 +91,8 @@ class MonitorConfig:
     """What the live monitor needs beyond the capture: opinions, verdicts, alerts."""
     rule_files: list = field(default_factory=lambda: ["rules/iot.rules"])
     variables: str | None = "rules/variables.conf"
+    baseline: str = ""
+    learn_seconds: float = 0.0
     model: str | None = "models/default"
     status_interval: float = 0.1
     idle_timeout: float = 30.0
@@ -125,6 +127,8 @@ def _positive(v):
 _MONITOR_SCHEMA = {
     "rules.files": ("rule_files", list, lambda v: bool(v) and all(isinstance(x, str) for x in v)),
     "rules.variables": ("variables", str, None),
+    "baseline.file": ("baseline", str, None),
+    "baseline.learn_seconds": ("learn_seconds", (int, float), lambda v: v >= 0),
     "model.path": ("model", str, None),
     "flows.status_interval": ("status_interval", (int, float), _positive),
     "flows.idle_timeout": ("idle_timeout", (int, float), _positive),

@@ -35,10 +35,12 @@ class Labeller:
     def close(self) -> None:
         if self.detector.zscore is not None:
             self.detector.zscore.close()
+        if self.detector.baseline is not None:
+            self.detector.baseline.save()
 
     @classmethod
     def from_rules(cls, rule_files: list[str], variables: str | None, watch: bool = False,
-                   model: str | None = None, responder_options: dict | None = None, zscore=None):
+                   model: str | None = None, responder_options: dict | None = None, zscore=None, baseline=None):
         from iadm.detection.detector import Detector
         from iadm.detection.responder import Responder
         from iadm.rules.engine import RuleEngine
@@ -59,7 +61,8 @@ class Labeller:
                     "(retrain on `iadm dataset capture` output, or on `iadm features --record-kind running`)",
                     model, learned)
         from iadm.detection.behaviour import BehaviourWatch
-        detector = Detector(engine, loaded, watcher, zscore, BehaviourWatch() if responder_options is not None else None)
+        detector = Detector(engine, loaded, watcher, zscore, BehaviourWatch() if responder_options is not None else None,
+                            baseline)
         responder = None
         inspectors = []
         if responder_options is not None:

@@ -75,8 +75,15 @@ class Tally:
     sids: Counter = dataclasses.field(default_factory=Counter)     # alerted records by rule / watcher sid
     hosts: dict = dataclasses.field(default_factory=dict)       # source MAC text -> set of source addresses
     first_attack: float = float("inf")
+    learn: float = 0.0                 # seconds of learning at the start, not counted
+    started: float | None = None
 
     def observe(self, records, verdicts, attackers, victim):
+        if self.learn:
+            if self.started is None:
+                self.started = float(records["ltime"].min())
+            after = (records["ltime"].to_numpy() >= self.started + self.learn)
+            records, verdicts = records[after].reset_index(drop=True), verdicts[after].reset_index(drop=True)
         self.records += len(records)
         attack = verdicts["attack"].to_numpy(dtype=bool)
         # the Z-score's opinion alone is an anomaly note, not an alert (logged, never blocked on)
@@ -128,14 +135,18 @@ def load_manifest(path: str) -> list[dict]:
     return captures
 
 
-def replay(entry: dict, config) -> dict:
-    """One capture through the whole path; what it alerted and asked to block."""
+def replay(entry: dict, config, learn: float = 0.0) -> dict:
+    """One capture through the whole path; what it alerted and asked to block. learn: a learning
+    period (site adaptation) of this many seconds at the start of each benign capture; records in
+    it are not counted (an attack capture has its attack from the start: no learning there)."""
+    learn = learn if entry["truth"] == "benign" else 0.0
     with tempfile.TemporaryDirectory(prefix="iadm-bench-") as tmp:
         config = dataclasses.replace(config, alert_log=os.path.join(tmp, "alerts.json"),
-                                     zscore_db=os.path.join(tmp, "zscore.sqlite"), api=False, verdict_url=None)
+                                     zscore_db=os.path.join(tmp, "zscore.sqlite"), api=False, verdict_url=None,
+                                     learn_seconds=learn or config.learn_seconds)
         controller = RecordingController()
         monitor = build_monitor(config, replay=True, client=controller)
-        tally = Tally()
+        tally = Tally(learn=learn)
         attackers = entry["attackers"] if entry["truth"] == "attack" else set()
         monitor.labeller.observers.append(lambda r, v: tally.observe(r, v, attackers, entry["victim"]))
         started = time.monotonic()
@@ -296,6 +307,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", help="only captures whose file contains this text (repeatable)")
     ap.add_argument("--json", help="also write the rows and the summary to this file")
     ap.add_argument("--strict", action="store_true", help="exit 2 when any target is missed")
+    ap.add_argument("--learn", type=float, default=0.0, metavar="SECONDS",
+                    help="site adaptation: a learning period at the start of each benign capture (not counted)")
     args = ap.parse_args(argv)
     os.environ.setdefault("IADM_OPERATOR_TOKEN", "bench")
     config = load_monitor_config(args.config)
@@ -307,7 +320,7 @@ def main(argv=None) -> int:
         if not os.path.exists(entry["path"]):
             print(f"{entry['file']}: missing, skipped", file=sys.stderr)
             continue
-        rows.append(replay(entry, config))
+        rows.append(replay(entry, config, args.learn))
         print_table(rows[-1:], out=sys.stderr) if len(rows) > 1 else print_table(rows, out=sys.stderr)
     print()
     print_table(rows)

@@ -58,9 +58,13 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
         from iadm.sdn.client import VerdictClient
         client = VerdictClient(config.verdict_url, config.verdict_token)
     alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
+    baseline = None
+    if config.baseline or config.learn_seconds:
+        from iadm.detection.baseline import SiteBaseline
+        baseline = SiteBaseline(config.baseline or None, config.learn_seconds)
     labeller = Labeller.from_rules(
         rule_files or config.rule_files, variables or config.variables, watch=True, model=config.model or None,
-        zscore=zscore,
+        zscore=zscore, baseline=baseline,
         responder_options={"client": client, "alert_log": alert_log, "block_seconds": config.block_seconds,
                            "min_records": config.min_records, "model_min_records": config.model_min_records,
                            "evidence_seconds": config.evidence_seconds,

@@ -12,8 +12,9 @@ from iadm.flows.records import RECORD_COLUMNS
 class Detector:
     """Rules (one record), behaviour (a source over time), the model and the Z-score, fused."""
 
-    def __init__(self, engine, model=None, watcher=None, zscore=None, behaviour=None):
+    def __init__(self, engine, model=None, watcher=None, zscore=None, behaviour=None, baseline=None):
         self.engine = engine
+        self.baseline = baseline    # a SiteBaseline: what this site's devices do every day
         self.behaviour = behaviour
         self.model = model
         self.watcher = watcher
@@ -32,7 +33,8 @@ class Detector:
         target = self.model.card["target"] if self.model is not None else "attack"
         zscore = self.zscore.score(records) if self.zscore is not None else None
         behaviour = self.behaviour(records) if self.behaviour is not None else None
-        return fuse(rules, model, target, zscore, behaviour)
+        verdicts = fuse(rules, model, target, zscore, behaviour)
+        return self.baseline(records, verdicts) if self.baseline is not None else verdicts
 
     def rule(self, sid: int):
         return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
