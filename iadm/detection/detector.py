@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 
 from iadm.detection.fusion import fuse
@@ -29,12 +30,39 @@ class Detector:
             self.watcher.poll()
         records = records.reset_index(drop=True)
         rules = self.engine.evaluate(records).labels()
-        model = self.model.predict(records) if self.model is not None else None
-        target = self.model.card["target"] if self.model is not None else "attack"
         zscore = self.zscore.score(records) if self.zscore is not None else None
         behaviour = self.behaviour(records) if self.behaviour is not None else None
+        model = self._ask_model(records, rules, zscore, behaviour) if self.model is not None else None
+        target = self.model.card["target"] if self.model is not None else "attack"
         verdicts = fuse(rules, model, target, zscore, behaviour)
         return self.baseline(records, verdicts) if self.baseline is not None else verdicts
+
+    def _ask_model(self, records, rules, zscore, behaviour) -> pd.DataFrame:
+        """The model's word where it can matter: on records the Z-score flags and nothing else
+        does (the two together make an attack), and on one record per source and signature that a
+        rule or watcher flagged (its cross-check, shown on the alert line). Elsewhere it abstains
+        (label "", score NaN), so its cost follows what is flagged, not every record."""
+        flagged = rules["attack"].to_numpy(dtype=bool)
+        sids = rules["sid"].to_numpy()
+        if behaviour is not None:
+            seen = behaviour["attack"].to_numpy(dtype=bool)
+            flagged = flagged | seen
+            sids = np.where(seen, behaviour["sid"].to_numpy(), sids)
+        ask = zscore["zscore_attack"].to_numpy(dtype=bool) & ~flagged if zscore is not None else \
+            np.zeros(len(records), dtype=bool)
+        rows = np.flatnonzero(flagged)
+        if len(rows):
+            firsts = pd.DataFrame({"src": records["saddr"].to_numpy()[rows], "sid": sids[rows]}).drop_duplicates()
+            ask[rows[firsts.index.to_numpy()]] = True
+        out = pd.DataFrame({"label": np.full(len(records), "", dtype=object),
+                            "attack": np.zeros(len(records), dtype=np.int64), "score": np.full(len(records), np.nan)})
+        where = np.flatnonzero(ask)
+        if len(where):
+            said = self.model.predict(records.iloc[where])
+            out.loc[where, "label"] = said["label"].to_numpy(dtype=object)
+            out.loc[where, "attack"] = said["attack"].to_numpy()
+            out.loc[where, "score"] = said["score"].to_numpy()
+        return out
 
     def rule(self, sid: int):
         return next((r for r in self.engine.ruleset.rules if r.sid == sid), None)
