@@ -35,7 +35,8 @@ def test_labels_follow_the_injection_windows_and_the_sender():
 def test_shipped_default_model_loads_and_flags_a_synthetic_flood():
     model = registry.load("models/default")
     assert model.card["target"] == "category" and model.card["kind"] == "lightgbm"
-    assert "rebuilt" not in model.card["command"] and model.card["command"].startswith("iadm train")
+    assert model.card["command"].startswith("scripts/train_default.py") and 0.5 <= model.card["alert_score"] <= 1
+    assert model.card["data"]["captures"] > 30 and model.card["evaluation"]["benign_held_out"]
     t0 = 1_700_000_000.0
     attack_packets, windows = attacks(t0, seed=7)
     flood = [p for p in attack_packets if p[0] <= windows[0].end]
