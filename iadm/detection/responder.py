@@ -109,7 +109,13 @@ class Responder:
         window_sids = self._window_sids()
         certain = acting & ((np.char.find(source, "behaviour") >= 0) | (
             ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
-        ids, who = np.unique(_attacker_ids(records), return_inverse=True)
+        attacker_ids = _attacker_ids(records)
+        if "about_destination" in verdicts:   # a DDoS finding is about its victim: its line names no source
+            about = verdicts["about_destination"].to_numpy(dtype=bool)
+            if about.any():
+                attacker_ids = attacker_ids.astype(object)
+                attacker_ids[about] = "to " + records["daddr"].astype(str).to_numpy(dtype=object)[about]
+        ids, who = np.unique(attacker_ids.astype(str), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
         self._learn_sources(ids, who, records)
         ltime = records["ltime"].to_numpy(dtype=np.float64)
@@ -121,7 +127,8 @@ class Responder:
             act = np.sort(ltime[mine[acting[mine]]])
             at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
             events += self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
-                                   int(acting[mine].sum()), float(at), int(certain[mine].sum()))
+                                   int(acting[mine].sum()), float(at), int(certain[mine].sum()),
+                                   mine[acting[mine]])
         return events
 
     def _window_sids(self) -> list | None:
@@ -201,7 +208,8 @@ class Responder:
                     seen.add(addr)
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
-                total: int, acting: int, at: float | None = None, certain: int = 0) -> list[dict]:
+                total: int, acting: int, at: float | None = None, certain: int = 0,
+                acting_rows: np.ndarray | None = None) -> list[dict]:
         now = at if self.replaying and at is not None else self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
@@ -222,7 +230,8 @@ class Responder:
             if quiet:
                 return []
         elif actionable and self.client is not None:
-            verdict = self._send(attacker, records, verdicts, by_rule if len(by_rule) else mine, now)
+            why = acting_rows if acting_rows is not None and len(acting_rows) else (by_rule if len(by_rule) else mine)
+            verdict = self._send(attacker, records, verdicts, why, now)
             state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
         elif quiet:
             return []
@@ -284,7 +293,7 @@ class Responder:
             "src_ip": str(records["saddr"].iat[row]), "src_port": _port(records["sport"].iat[row]),
             "dest_ip": str(records["daddr"].iat[row]), "dest_port": _port(records["dport"].iat[row]),
             "proto": str(records["proto"].iat[row]).upper(),
-            "src_mac": attacker if ":" in attacker else None,
+            "src_mac": attacker if ":" in attacker and not attacker.startswith("to ") else None,
             "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": sid,
                       "rev": rule.rev if rule else 0,
                       "signature": _signature(verdicts, row, sid, self.model_name),
