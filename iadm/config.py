@@ -18,6 +18,7 @@ class ControllerConfig:
     ofp_host: str = "127.0.0.1"
     ofp_port: int = 6653
     monitor_port: int | str | None = None
+    uplink_port: int | str | None = None
     packet_in_rate: int = 1000
     max_hosts: int = 4096
     block_store: str = "/var/lib/iadm/blocks.sqlite"
@@ -35,6 +36,7 @@ _SCHEMA = {
     "openflow.host": ("ofp_host", str, None),
     "openflow.port": ("ofp_port", int, lambda v: 1 <= v <= 65535),
     "openflow.monitor_port": ("monitor_port", (int, str), lambda v: not isinstance(v, int) or v >= 1),
+    "openflow.uplink_port": ("uplink_port", (int, str), lambda v: not isinstance(v, int) or v >= 1),
     "openflow.packet_in_rate": ("packet_in_rate", int, lambda v: 1 <= v <= 1_000_000),
     "openflow.max_hosts": ("max_hosts", int, lambda v: v >= 1),
     "blocks.store": ("block_store", str, None),

@@ -4,7 +4,8 @@ It takes the pipeline operations of iadm.sdn.pipeline and answers the one
 question that matters: a packet enters at port P; which ports does it leave
 by? It implements the subset of OpenFlow the pipeline uses: priorities,
 exact and masked matches, apply-actions outputs (FLOOD, CONTROLLER), goto,
-meters (counted, never limiting), hard and idle timeouts on a fake clock,
+meters (counted; the rate-limit blocks' meters also drop what exceeds their rate per second of
+the fake clock, the packet-in meter never does), hard and idle timeouts on a fake clock,
 cookie-masked and match-filtered deletes, and per-entry packet counters.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ class FakeSwitch:
         self.flows: list[Installed] = []
         self.meters: dict[int, pipeline.MeterEntry] = {}
         self.meter_hits: dict[int, int] = {}
+        self._meter_second: dict[int, list] = {}   # meter -> [second, packets in it]
 
     # --- installing ----------------------------------------------------
     def apply(self, ops) -> None:
@@ -61,6 +63,10 @@ class FakeSwitch:
                 self.flows = [f for f in self.flows if not self._deleted_by(f.entry, op)]
             elif isinstance(op, pipeline.MeterEntry):
                 self.meters[op.meter_id] = op
+            elif isinstance(op, pipeline.MeterDelete):
+                if any(f.entry.meter == op.meter_id for f in self.flows):
+                    raise AssertionError(f"meter {op.meter_id} deleted while a flow still uses it")
+                self.meters.pop(op.meter_id, None)
             else:
                 raise TypeError(op)
 
@@ -122,6 +128,8 @@ class FakeSwitch:
             best.last_hit = self.clock()
             if best.entry.meter is not None:
                 self.meter_hits[best.entry.meter] = self.meter_hits.get(best.entry.meter, 0) + 1
+                if best.entry.meter >= pipeline.BLOCK_METER_BASE and self._over_rate(best.entry.meter):
+                    return []   # the meter's drop band: the packet goes nowhere
             for kind, port in best.entry.actions:
                 if port == pipeline.FLOOD:
                     outputs += [p for p in self.ports if p != in_port]
@@ -131,6 +139,16 @@ class FakeSwitch:
                     outputs.append(port)
             table_id = best.entry.goto
         return outputs
+
+
+    def _over_rate(self, meter_id: int) -> bool:
+        meter = self.meters[meter_id]
+        second = int(self.clock())
+        window = self._meter_second.get(meter_id)
+        if window is None or window[0] != second:
+            window = self._meter_second[meter_id] = [second, 0]
+        window[1] += 1
+        return window[1] > meter.rate_pps
 
 
 class FakeClock:
@@ -153,7 +171,7 @@ DPID = 1
 class Gateway:
     """A GatewayController wired to one fake switch (ports 1-4, monitor on 3)."""
 
-    def __init__(self, tmp_path, allowlist=("10.0.0.253",), monitor_port="s1-eth3"):
+    def __init__(self, tmp_path, allowlist=("10.0.0.253",), monitor_port="s1-eth3", uplink_port=None):
         self.clock = FakeClock()
         self.switch = FakeSwitch([H1, H2, MON, H3], self.clock)
         self.sent = []
@@ -161,7 +179,8 @@ class Gateway:
         self.store_path = str(tmp_path / "blocks.sqlite")
         self.core = GatewayController(
             store=BlockStore(self.store_path, clock=self.clock), allowlist=Allowlist(allowlist),
-            send=self._send, confirm=lambda dpid: self.confirming, monitor_port=monitor_port, packet_in_rate=100, clock=self.clock)
+            send=self._send, confirm=lambda dpid: self.confirming, monitor_port=monitor_port, packet_in_rate=100, clock=self.clock,
+            uplink_port=uplink_port)
         self.ports = {f"s1-eth{p}": p for p in (H1, H2, MON, H3)}
         self.core.switch_connected(DPID, self.ports)
 
@@ -169,12 +188,17 @@ class Gateway:
         self.sent.append((dpid, list(ops)))
         self.switch.apply(ops)
 
-    def send_packet(self, in_port, dst_port=None, eth_dst=None, ipv4=True, src_ip=None, eth_src=None):
+    def send_packet(self, in_port, dst_port=None, eth_dst=None, ipv4=True, src_ip=None, eth_src=None,
+                    dst_ip=None, ip_proto=None, tcp_dst=None, udp_dst=None):
         """A packet through the fake switch, with the controller learning from its packet-ins."""
         headers = {"eth_src": eth_src or MAC[in_port],
                    "eth_dst": eth_dst or (MAC[dst_port] if dst_port else "ff:ff:ff:ff:ff:ff")}
         if ipv4:
-            headers.update(eth_type=0x0800, ipv4_src=src_ip or IP.get(in_port, "10.0.0.99"))
+            headers.update(eth_type=0x0800, ipv4_src=src_ip or IP.get(in_port, "10.0.0.99"),
+                           ipv4_dst=dst_ip or (IP.get(dst_port) if dst_port else None))
+            for name, value in (("ip_proto", ip_proto), ("tcp_dst", tcp_dst), ("udp_dst", udp_dst)):
+                if value is not None:
+                    headers[name] = value
         else:
             headers.update(eth_type=0x0806)
         outputs = self.switch.process(in_port, **headers)

@@ -138,7 +138,7 @@ class GatewayApp(BaseApp):
             store=BlockStore(CONFIG.block_store), allowlist=Allowlist(CONFIG.allowlist),
             send=self._send, confirm=self._barrier, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
             default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts,
-            alert_only=CONFIG.alert_only)
+            alert_only=CONFIG.alert_only, uplink_port=CONFIG.uplink_port)
         # One worker per connection, on the framework's hub (green threads under Ryu, threads under os-ken).
         self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token, spawn=hub.spawn)
         log.info("verdict API on http://%s:%d/v1/ (at most %d connections, %g s to send a request)",

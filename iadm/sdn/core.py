@@ -23,13 +23,14 @@ log = logging.getLogger("iadm.controller")
 class SwitchState:
     monitor_port: int | None
     mac_ports: dict = field(default_factory=dict)
+    uplink_port: int | None = None
 
 
 class GatewayController:
     def __init__(self, *, store: BlockStore, allowlist: Allowlist, send, confirm=None,
                  monitor_port: int | str | None, packet_in_rate: int = 1000,
                  default_block_seconds: int = 300, max_hosts: int = 4096, alert_only: bool = False,
-                 clock=time.time):
+                 clock=time.time, uplink_port: int | str | None = None):
         self.store = store
         self.allowlist = allowlist
         self.send = send
@@ -37,6 +38,9 @@ class GatewayController:
         # sent so far (an OpenFlow barrier); None when send is synchronous.
         self.confirm = confirm
         self.monitor_port = monitor_port
+        # the port toward the upstream router: every packet from outside enters there, with the
+        # router's MAC, so neither that MAC nor the whole port is ever blocked (shapes are)
+        self.uplink_port = uplink_port
         self.packet_in_rate = packet_in_rate
         self.default_block_seconds = default_block_seconds
         self.max_hosts = max_hosts
@@ -49,12 +53,16 @@ class GatewayController:
     # --- switch events -------------------------------------------------
     def resolve_monitor_port(self, ports: dict) -> int | None:
         """The monitor port number, given the switch's {name: number} ports."""
-        if self.monitor_port is None or isinstance(self.monitor_port, int):
-            return self.monitor_port
-        if self.monitor_port in ports:
-            return ports[self.monitor_port]
-        log.error("monitor port %r is not on the switch (ports: %s); mirroring is off",
-                  self.monitor_port, ", ".join(sorted(ports)) or "none")
+        return self._resolve(self.monitor_port, ports, "monitor port", "mirroring is off")
+
+    @staticmethod
+    def _resolve(port, ports: dict, what: str, consequence: str) -> int | None:
+        if port is None or isinstance(port, int):
+            return port
+        if port in ports:
+            return ports[port]
+        log.error("%s %r is not on the switch (ports: %s); %s", what, port, ", ".join(sorted(ports)) or "none",
+                  consequence)
         return None
 
     def switch_connected(self, dpid: int, ports: dict, meters: bool = True) -> None:
@@ -62,11 +70,13 @@ class GatewayController:
         if not meters:
             log.warning("switch %016x has no meters: packet-ins are not rate-limited", dpid)
         with self._lock:
-            state = SwitchState(self.resolve_monitor_port(ports))
+            state = SwitchState(self.resolve_monitor_port(ports),
+                                uplink_port=self._resolve(self.uplink_port, ports, "uplink port",
+                                                          "router MACs are not protected by port"))
             self.switches[dpid] = state
             ops = pipeline.base_pipeline(self.packet_in_rate if meters else None)
             blocks = self.store.active()
-            ops += [self._entry(b) for b in blocks]
+            ops += [op for b in blocks for op in self._entries(b)]
         log.info("switch %016x connected: monitor port %s, %d block(s) restored",
                  dpid, state.monitor_port, len(blocks))
         self.send(dpid, ops)
@@ -108,9 +118,32 @@ class GatewayController:
             return {dpid: s.mac_ports[mac] for dpid, s in self.switches.items() if mac in s.mac_ports}
 
     # --- verdicts ------------------------------------------------------
-    def _entry(self, block: Block):
-        return pipeline.block_entry(block.block_id, block.match, block.remaining(self.clock()),
-                                    drop=block.action == "block")
+    def _entries(self, block: Block) -> list:
+        left = block.remaining(self.clock())
+        if block.action == "rate_limit":
+            return pipeline.rate_limit_ops(block.block_id, block.match, left, block.rate, block.kbps)
+        return [pipeline.block_entry(block.block_id, block.match, left, drop=block.action == "block")]
+
+    def _removal(self, block: Block) -> list:
+        ops = [pipeline.unblock(block.block_id)]
+        if block.action == "rate_limit":
+            ops.append(pipeline.MeterDelete(pipeline.block_meter_id(block.block_id)))
+        return ops
+
+    def _uplink_refusal(self, verdict: Verdict, in_port: int | None) -> VerdictError | None:
+        """A block that would cut the gateway off its uplink: the router's MAC, or the whole port."""
+        with self._lock:
+            uplinks = {dpid: s.uplink_port for dpid, s in self.switches.items() if s.uplink_port is not None}
+        if not uplinks:
+            return None
+        if verdict.src_mac and any(self.where_is(verdict.src_mac).get(d) == p for d, p in uplinks.items()):
+            return VerdictError(403, f"{verdict.src_mac} is learned on the uplink port: the upstream router's MAC, "
+                                     "which every packet from outside carries; send the attack's shape instead "
+                                     "(dst_ip, ip_proto, dst_port, action rate_limit or block)", "src_mac")
+        if in_port in uplinks.values() and verdict.src_mac is None and verdict.dst_ip is None:
+            return VerdictError(403, f"in_port {in_port} is the uplink: all of it would cut the gateway off; "
+                                     "narrow it with dst_ip (and ip_proto, dst_port)", "in_port")
+        return None
 
     def _broadcast(self, ops: list) -> list[str]:
         """Send ops to every switch; the switches that confirmed them, as hex dpids."""
@@ -137,6 +170,10 @@ class GatewayController:
                         verdict.action, target, protected_by, verdict.source, verdict.reason)
             raise VerdictError(403, f"{target} is allowlisted ({protected_by}) and is never blocked",
                                "src_ip" if verdict.src_ip else "src_mac")
+        inside = self.allowlist.covers_destination(verdict) if verdict.action == "block" else None
+        if inside and verdict.src_ip is None and verdict.src_mac is None:
+            raise VerdictError(403, f"dst_ip {verdict.dst_ip} holds allowlisted {inside}: traffic to it may be "
+                                    "rate-limited (action rate_limit), never dropped", "dst_ip")
         action = "alert" if self.alert_only else verdict.action
         in_port = verdict.in_port
         if verdict.src_mac and in_port is None:
@@ -144,16 +181,23 @@ class GatewayController:
             # cannot move the block onto another host's port by copying its MAC.
             ports = set(self.where_is(verdict.src_mac).values())
             in_port = ports.pop() if len(ports) == 1 else None
-        match = pipeline.block_match(verdict.src_ip, verdict.src_mac, in_port)
+        refusal = self._uplink_refusal(verdict, in_port)
+        if refusal is not None:
+            log.warning("refused %s: %s (source %r)", verdict.action, refusal, verdict.source)
+            raise refusal
+        match = pipeline.block_match(verdict.src_ip, verdict.src_mac, in_port, verdict.dst_ip, verdict.ip_proto,
+                                     verdict.src_port, verdict.dst_port)
         seconds = verdict.duration or self.default_block_seconds
+        rate = verdict.rate_pps or verdict.rate_kbps or 0
         with self._lock:
             # A repeated verdict for the same target replaces the old block, so
             # it extends (or shortens) the block instead of stacking entries.
             replaced = self.store.find(match)
             for old in replaced:
                 self.store.remove(old.block_id)
-            block = self.store.add(action, match, seconds, verdict.reason, verdict.source)
-        ops = [pipeline.unblock(old.block_id) for old in replaced] + [self._entry(block)]
+            block = self.store.add(action, match, seconds, verdict.reason, verdict.source, rate,
+                                   kbps=verdict.rate_kbps is not None)
+        ops = [op for old in replaced for op in self._removal(old)] + self._entries(block)
         installed_on = self._broadcast(ops)
         log.info("%s %s for %ds (block %d) on %s, source %r, reason %r", action, match, seconds,
                  block.block_id, installed_on or "no switch", verdict.source, verdict.reason)
@@ -175,7 +219,7 @@ class GatewayController:
                 self.store.remove(block.block_id)
         if not targets:
             raise VerdictError(404, "no active block matches", "block_id" if verdict.block_id else None)
-        removed_on = self._broadcast([pipeline.unblock(b.block_id) for b in targets])
+        removed_on = self._broadcast([op for b in targets for op in self._removal(b)])
         log.info("unblocked %s", [b.block_id for b in targets])
         return 200, {"unblocked": [b.block_id for b in targets], "removed_on": removed_on}
 

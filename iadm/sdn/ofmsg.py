@@ -51,7 +51,8 @@ def _meter(dp, meter: pipeline.MeterEntry):
     # Delete first: ADD of an existing meter fails after a controller restart.
     return [
         parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter.meter_id),
-        parser.OFPMeterMod(dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+        parser.OFPMeterMod(dp, command=ofp.OFPMC_ADD,
+                           flags=(ofp.OFPMF_KBPS if meter.kbps else ofp.OFPMF_PKTPS) | ofp.OFPMF_BURST,
                            meter_id=meter.meter_id,
                            bands=[parser.OFPMeterBandDrop(rate=meter.rate_pps, burst_size=meter.burst)]),
     ]
@@ -67,6 +68,8 @@ def to_messages(dp, ops) -> list:
             msgs.append(_flow_delete(dp, op))
         elif isinstance(op, pipeline.MeterEntry):
             msgs.extend(_meter(dp, op))
+        elif isinstance(op, pipeline.MeterDelete):
+            msgs.append(dp.ofproto_parser.OFPMeterMod(dp, command=dp.ofproto.OFPMC_DELETE, meter_id=op.meter_id))
         else:
             raise TypeError(f"not a pipeline operation: {op!r}")
     msgs.append(dp.ofproto_parser.OFPBarrierRequest(dp))

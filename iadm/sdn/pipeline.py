@@ -76,10 +76,24 @@ class FlowDelete:
 
 @dataclass(frozen=True)
 class MeterEntry:
-    """A drop-band meter in packets per second."""
+    """A drop-band meter in packets per second (or kbit/s with kbps)."""
     meter_id: int
     rate_pps: int
     burst: int
+    kbps: bool = False
+
+
+@dataclass(frozen=True)
+class MeterDelete:
+    meter_id: int
+
+
+# Rate-limit blocks get meters of their own, above the packet-in meter.
+BLOCK_METER_BASE = 0x100
+
+
+def block_meter_id(block_id: int) -> int:
+    return BLOCK_METER_BASE + (block_id & 0xFFFFFF)
 
 
 def block_cookie(block_id: int) -> int:
@@ -132,21 +146,52 @@ def learn_entries(in_port: int, mac: str, monitor_port: int | None,
     return ops
 
 
-def block_match(src_ip: str | None = None, src_mac: str | None = None,
-                in_port: int | None = None) -> dict:
-    """Match of a block: an IPv4 source, or a source MAC (optionally at one port).
+def block_match(src_ip: str | None = None, src_mac: str | None = None, in_port: int | None = None,
+                dst_ip: str | None = None, ip_proto: int | None = None, src_port: int | None = None,
+                dst_port: int | None = None) -> dict:
+    """Match of a block: an IPv4 source, or a source MAC (optionally at one port), or the shape of
+    an attack: destination (address or prefix), protocol, ports, ingress port.
 
-    A flood with forged IPv4 sources is blocked by the MAC and port it enters
-    at, which the forger cannot change without also changing where it plugs in.
+    A flood with forged IPv4 sources from the LAN is blocked by the MAC and port it enters at,
+    which the forger cannot change without also changing where it plugs in; one through the
+    uplink, whose packets all carry the upstream router's MAC, by its shape.
     """
-    if src_ip is not None:
-        return {"eth_type": ETH_TYPE_IPV4, "ipv4_src": src_ip}
-    if src_mac is None:
-        raise ValueError("a block needs src_ip or src_mac")
-    match = {"eth_src": src_mac.lower()}
+    match: dict = {}
+    if src_mac is not None:
+        match["eth_src"] = src_mac.lower()
     if in_port is not None:
         match["in_port"] = in_port
+    if src_ip is not None or dst_ip is not None or ip_proto is not None:
+        match["eth_type"] = ETH_TYPE_IPV4
+    if src_ip is not None:
+        match["ipv4_src"] = src_ip
+    if dst_ip is not None:
+        address, _, length = dst_ip.partition("/")
+        if length and int(length) < 32:
+            mask = (0xFFFFFFFF << (32 - int(length))) & 0xFFFFFFFF
+            match["ipv4_dst"] = (address, ".".join(str((mask >> s) & 255) for s in (24, 16, 8, 0)))
+        else:
+            match["ipv4_dst"] = address
+    if ip_proto is not None:
+        match["ip_proto"] = ip_proto
+        l4 = {6: "tcp", 17: "udp"}.get(ip_proto)
+        if l4 and src_port is not None:
+            match[f"{l4}_src"] = src_port
+        if l4 and dst_port is not None:
+            match[f"{l4}_dst"] = dst_port
+    if not match or set(match) <= {"eth_type", "ip_proto"}:
+        raise ValueError("a block needs a source, a destination or an ingress port")
     return match
+
+
+def rate_limit_ops(block_id: int, match: dict, remaining_seconds: int, rate: int, kbps: bool = False) -> list:
+    """A rate limit: the block's own meter (drop above the rate), and a table-0 entry that sends
+    the shape through it and on to learning, so what is under the rate still gets through."""
+    meter = block_meter_id(block_id)
+    entry = block_entry(block_id, match, remaining_seconds, drop=False)
+    return [MeterEntry(meter, rate, burst=max(1, rate // 10), kbps=kbps),
+            FlowEntry(entry.table, entry.priority, match=entry.match, goto=TABLE_LEARN, meter=meter,
+                      hard_timeout=entry.hard_timeout, cookie=entry.cookie, notify_removed=True)]
 
 
 def block_entry(block_id: int, match: dict, remaining_seconds: int, drop: bool = True) -> FlowEntry:

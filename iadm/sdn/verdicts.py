@@ -4,14 +4,22 @@ A verdict is a JSON object. Everything is checked before anything changes:
 unknown fields, wrong types, bad addresses and out-of-range numbers are
 refused with the field that is wrong.
 
-    {"action": "block" | "alert" | "unblock",
-     "src_ip": "10.0.0.1"              block/alert by IPv4 source, or
-     "src_mac": "00:00:00:00:00:01",   by source MAC,
-     "in_port": 3,                     optionally only where it enters
+    {"action": "block" | "rate_limit" | "alert" | "unblock",
+     "src_ip": "10.0.0.1"              by IPv4 source, or
+     "src_mac": "00:00:00:00:00:01",   by source MAC (not both),
+     "in_port": 3,                     where it enters (alone: everything from that port),
+     "dst_ip": "10.0.0.2" | "10.0.0.0/24",   the shape of an attack: its destination (prefix
+     "ip_proto": 6 | "tcp" | "udp" | "icmp",   at least /8), protocol and ports, for a flood
+     "src_port": 53, "dst_port": 80,           through the uplink (forged or many sources)
+     "rate_pps": 1000 | "rate_kbps": 5000,     rate_limit: an OpenFlow meter; traffic of the
+                                               same shape beyond the rate is dropped, below passes
      "duration": 60,                   seconds, 1..65535 (the OpenFlow hard timeout)
      "reason": "SYN flood",            free text, at most 256 characters
      "source": "rule:1000001",         who decided, at most 128 characters
      "block_id": 7}                    unblock: one block by id (or by src_ip/src_mac)
+
+A verdict that is not an unblock names a source (src_ip or src_mac), a destination (dst_ip) or
+an ingress port; protocol and ports only narrow one of those, and ports need TCP or UDP.
 """
 from __future__ import annotations
 
@@ -21,10 +29,15 @@ from dataclasses import dataclass
 
 from iadm.httpjson import ApiError, json_object
 
-ACTIONS = ("block", "alert", "unblock")
+ACTIONS = ("block", "rate_limit", "alert", "unblock")
+PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
+MAX_RATE_PPS = 10_000_000
+MAX_RATE_KBPS = 100_000_000
+MIN_PREFIX = 8
 MAX_DURATION = 0xFFFF
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_FIELDS = {"action", "src_ip", "src_mac", "in_port", "duration", "reason", "source", "block_id"}
+_FIELDS = {"action", "src_ip", "src_mac", "in_port", "duration", "reason", "source", "block_id", "dst_ip",
+           "ip_proto", "src_port", "dst_port", "rate_pps", "rate_kbps"}
 
 
 class VerdictError(ApiError):
@@ -41,6 +54,17 @@ class Verdict:
     reason: str = ""
     source: str = ""
     block_id: int | None = None
+    dst_ip: str | None = None        # "a.b.c.d/len", normalised
+    ip_proto: int | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+    rate_pps: int | None = None
+    rate_kbps: int | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """Matches the attack's shape (destination, protocol, ports), not one source."""
+        return self.dst_ip is not None or (self.in_port is not None and self.src_mac is None and self.src_ip is None)
 
 
 def _int(doc: dict, name: str, lo: int, hi: int) -> int | None:
@@ -93,10 +117,40 @@ def parse_verdict(body: bytes) -> Verdict:
     reason = _text(doc, "reason", 256)
     source = _text(doc, "source", 128)
 
+    dst_ip = doc.get("dst_ip")
+    if dst_ip is not None:
+        try:
+            if not isinstance(dst_ip, str):
+                raise TypeError(dst_ip)
+            net = ipaddress.IPv4Network(dst_ip, strict=False)
+        except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError, TypeError):
+            raise VerdictError(400, f"dst_ip is not an IPv4 address or prefix: {dst_ip!r}", "dst_ip") from None
+        if net.prefixlen < MIN_PREFIX:
+            raise VerdictError(400, f"dst_ip {net} is broader than /{MIN_PREFIX}", "dst_ip")
+        dst_ip = str(net)
+    ip_proto = doc.get("ip_proto")
+    if isinstance(ip_proto, str):
+        if ip_proto.lower() not in PROTOCOLS:
+            raise VerdictError(400, f"ip_proto must be a number or one of {', '.join(PROTOCOLS)}", "ip_proto")
+        ip_proto = PROTOCOLS[ip_proto.lower()]
+    elif ip_proto is not None:
+        ip_proto = _int(doc, "ip_proto", 1, 255)
+    src_port = _int(doc, "src_port", 1, 65535)
+    dst_port = _int(doc, "dst_port", 1, 65535)
+    rate_pps = _int(doc, "rate_pps", 1, MAX_RATE_PPS)
+    rate_kbps = _int(doc, "rate_kbps", 1, MAX_RATE_KBPS)
+
     if src_ip is not None and src_mac is not None:
         raise VerdictError(400, "give src_ip or src_mac, not both", "src_mac")
-    if in_port is not None and src_mac is None:
-        raise VerdictError(400, "in_port narrows a src_mac block and needs src_mac", "in_port")
+    if in_port is not None and src_ip is not None:
+        raise VerdictError(400, "in_port narrows a src_mac block or a shape; not a src_ip block", "in_port")
+    if (src_port is not None or dst_port is not None) and ip_proto not in (6, 17):
+        raise VerdictError(400, "ports need ip_proto tcp (6) or udp (17)", "dst_port" if dst_port else "src_port")
+    if action == "rate_limit":
+        if (rate_pps is None) == (rate_kbps is None):
+            raise VerdictError(400, "rate_limit needs one of rate_pps or rate_kbps", "rate_pps")
+    elif rate_pps is not None or rate_kbps is not None:
+        raise VerdictError(400, f"{action} takes no rate (rate_limit does)", "rate_pps" if rate_pps else "rate_kbps")
     if action == "unblock":
         if block_id is None and src_ip is None and src_mac is None:
             raise VerdictError(400, "unblock needs block_id, src_ip or src_mac", "block_id")
@@ -105,9 +159,10 @@ def parse_verdict(body: bytes) -> Verdict:
     else:
         if block_id is not None:
             raise VerdictError(400, "block_id is only for unblock", "block_id")
-        if src_ip is None and src_mac is None:
-            raise VerdictError(400, f"{action} needs src_ip or src_mac", "src_ip")
-    return Verdict(action, src_ip, src_mac, in_port, duration, reason, source, block_id)
+        if src_ip is None and src_mac is None and dst_ip is None and in_port is None:
+            raise VerdictError(400, f"{action} needs src_ip, src_mac, dst_ip or in_port", "src_ip")
+    return Verdict(action, src_ip, src_mac, in_port, duration, reason, source, block_id, dst_ip, ip_proto,
+                   src_port, dst_port, rate_pps, rate_kbps)
 
 
 class Allowlist:
@@ -125,6 +180,17 @@ class Allowlist:
                     self.networks.append(ipaddress.IPv4Network(entry, strict=False))
                 except ValueError:
                     raise ValueError(f"allowlist entry {entry!r} is neither an IPv4 address/CIDR nor a MAC") from None
+
+    def covers_destination(self, verdict: Verdict) -> str | None:
+        """The allowlist entry inside a drop's destination (dropping all traffic to the gateway, the
+        controller or the monitor of one shape is an outage: such a shape may be rate-limited only)."""
+        if verdict.dst_ip is None:
+            return None
+        net = ipaddress.IPv4Network(verdict.dst_ip)
+        for entry in self.networks:
+            if entry.overlaps(net):
+                return str(entry)
+        return None
 
     def covers(self, verdict: Verdict) -> str | None:
         """The allowlist entry that protects the verdict's target, or None."""

@@ -19,6 +19,15 @@ def test_mac_is_normalised_and_port_allowed():
     assert (v.src_mac, v.in_port) == ("aa:bb:cc:00:11:22", 3)
 
 
+def test_shaped_verdicts_are_normalised():
+    v = parse(action="rate_limit", dst_ip="10.0.0.2", ip_proto="TCP", dst_port=80, rate_pps=500)
+    assert (v.dst_ip, v.ip_proto, v.dst_port, v.rate_pps, v.shaped) == ("10.0.0.2/32", 6, 80, 500, True)
+    assert parse(action="block", dst_ip="10.1.2.3/24", ip_proto=17).dst_ip == "10.1.2.0/24"
+    port = parse(action="block", in_port=4)
+    assert port.shaped and port.in_port == 4
+    assert not parse(action="block", src_mac="00:00:00:00:00:01", in_port=4).shaped
+
+
 def test_unblock_by_id():
     assert parse(action="unblock", block_id=4).block_id == 4
 
@@ -37,6 +46,19 @@ def test_unblock_by_id():
     ({"action": "block", "src_ip": "10.0.0.1", "duration": "60"}, 400, "duration"),
     ({"action": "block", "src_ip": "10.0.0.1", "duration": True}, 400, "duration"),
     ({"action": "block", "src_ip": "10.0.0.1", "in_port": 2}, 400, "in_port"),
+    ({"action": "block", "dst_ip": "10.0.0.0/4"}, 400, "dst_ip"),
+    ({"action": "block", "dst_ip": "10.0.0"}, 400, "dst_ip"),
+    ({"action": "block", "dst_ip": 5}, 400, "dst_ip"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "ip_proto": "sctp"}, 400, "ip_proto"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "ip_proto": 300}, 400, "ip_proto"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "dst_port": 80}, 400, "dst_port"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "ip_proto": 1, "src_port": 80}, 400, "src_port"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "ip_proto": 6, "dst_port": 70000}, 400, "dst_port"),
+    ({"action": "block", "ip_proto": 6}, 400, "src_ip"),
+    ({"action": "rate_limit", "dst_ip": "10.0.0.2"}, 400, "rate_pps"),
+    ({"action": "rate_limit", "dst_ip": "10.0.0.2", "rate_pps": 10, "rate_kbps": 10}, 400, "rate_pps"),
+    ({"action": "rate_limit", "dst_ip": "10.0.0.2", "rate_pps": 0}, 400, "rate_pps"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "rate_kbps": 100}, 400, "rate_kbps"),
     ({"action": "block", "src_mac": "00:00:00:00:00:01", "in_port": 0}, 400, "in_port"),
     ({"action": "block", "src_ip": "10.0.0.1", "src_mac": "00:00:00:00:00:01"}, 400, "src_mac"),
     ({"action": "block"}, 400, "src_ip"),
