@@ -1,11 +1,14 @@
-"""A bounded flood generator for the Mininet topology: SYN or UDP, optionally with forged sources.
+"""A bounded flood generator for the Mininet topology: SYN, UDP or ICMP echo, optionally with forged sources.
 
 Runs inside a Mininet host. Bounded on purpose: a rate (packets/s, at most
 500,000), a duration (at most 120 s), a destination inside the topology's
 subnet only, and never on an interface with a physical device behind it.
 
     python scripts/traffic/flood.py --iface a1-eth0 --dst 10.0.0.2 --dst-mac 00:00:00:00:00:02 \\
-        --rate 50000 --duration 3 [--udp] [--spoof]
+        --rate 50000 --duration 3 [--udp | --icmp] [--spoof]
+
+--icmp sends echo requests (56 bytes of payload, like ping, one identifier, a sequence number
+per packet, valid checksums, so the target answers them): a ping flood.
 
 Prints one JSON line: packets sent, seconds, achieved rate.
 """
@@ -21,6 +24,28 @@ import sys
 import time
 
 from bounds import MAX_DURATION, MAX_RATE, check
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_frames(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, count: int = 4096) -> list[bytes]:
+    out = []
+    payload = bytes(range(56))
+    for seq in range(count):
+        icmp = struct.pack("!BBHHH", 8, 0, 0, 0x1d2a, seq) + payload
+        icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0x4000, 64, 1, 0,
+                         socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+        out.append(dst_mac + src_mac + b"\x08\x00" + ip + icmp)
+    return out
 
 
 def frames(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, dport: int, udp: bool, spoof: bool,
@@ -50,6 +75,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, required=True, help=f"packets/s, at most {MAX_RATE:,}")
     parser.add_argument("--duration", type=float, required=True, help=f"seconds, at most {MAX_DURATION:.0f}")
     parser.add_argument("--udp", action="store_true")
+    parser.add_argument("--icmp", action="store_true", help="ICMP echo requests (a ping flood)")
     parser.add_argument("--spoof", action="store_true", help="forge a random IPv4 source per packet")
     parser.add_argument("--spoof-as", help="forge this one IPv4 source (e.g. an allowlisted host's)")
     args = parser.parse_args()
@@ -57,8 +83,12 @@ def main() -> int:
     with open(f"/sys/class/net/{args.iface}/address") as fh:
         src_mac = bytes.fromhex(fh.read().strip().replace(":", ""))
     own_ip = next((a for a in os.popen(f"ip -4 -o addr show {args.iface}").read().split() if "/" in a), "0.0.0.0/0")
-    batch = frames(src_mac, bytes.fromhex(args.dst_mac.replace(":", "")), own_ip.split("/")[0], args.dst,
-                   args.dport, args.udp, args.spoof, spoof_as=args.spoof_as)
+    if args.icmp and (args.udp or args.spoof or args.spoof_as):
+        parser.error("--icmp sends from the host's own address, and not with --udp")
+    dst_mac = bytes.fromhex(args.dst_mac.replace(":", ""))
+    batch = (echo_frames(src_mac, dst_mac, own_ip.split("/")[0], args.dst) if args.icmp else
+             frames(src_mac, dst_mac, own_ip.split("/")[0], args.dst, args.dport, args.udp, args.spoof,
+                    spoof_as=args.spoof_as))
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((args.iface, 0))
     send = sock.send
