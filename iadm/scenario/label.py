@@ -36,6 +36,7 @@ class Window:
     end: float
     category: str
     subcategory: str
+    technique: str = ""     # what an alert should name (alert.metadata.technique)
 
     def as_json(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iadm.scenario.label import Window
-from iadm.scenario.spec import Attack, Scenario, host_ip, host_mac
+from iadm.scenario.spec import SERVICE_PORTS, Attack, Scenario, host_ip, host_mac
 from iadm.testbed import (MGMT_CONTROLLER, MGMT_MONITOR, ROOT, ControllerProcess, gateway_network,
                           management_link)
 
@@ -88,11 +88,47 @@ def attack_command(attack: Attack, host: str) -> list[str]:
     if kind == "keylogging":
         return _py("exfil.py", "trickle", "--dst", target, "--port", attack.port or 7777, "--rate", rate,
                    "--duration", seconds)
+    if kind in ("ssh-guess", "telnet-guess"):
+        return _py("guess.py", "guess", "--dst", target, "--port", service_port(attack), "--service",
+                   kind.split("-")[0], "--rate", rate, "--duration", seconds)
+    if kind == "arp-spoof":
+        return _py("arp_spoof.py", "--iface", f"{host}-eth0", "--claim", target, "--owner-mac",
+                   host_mac(attack.target), "--victim", host_ip(attack.victim), "--victim-mac",
+                   host_mac(attack.victim), "--rate", rate, "--duration", seconds)
+    if kind == "dns-tunnel":
+        return _py("dns_tunnel.py", "client", "--dst", target, "--port", service_port(attack), "--qtype",
+                   attack.qtype, "--rate", rate, "--duration", seconds)
+    if kind == "slow-http":
+        return _py("slow_http.py", "--dst", target, "--port", service_port(attack), "--connections",
+                   attack.connections, "--rate", rate, "--duration", seconds)
+    if kind == "icmp-flood":
+        return _py("flood.py", "--iface", f"{host}-eth0", "--dst", target, "--dst-mac", host_mac(attack.target),
+                   "--icmp", "--rate", int(rate), "--duration", seconds)
     raise ValueError(f"no generator for {kind!r}")
+
+
+def service_port(attack: Attack) -> int:
+    return attack.port or SERVICE_PORTS[attack.kind]
 
 
 def _sink_port(attack: Attack) -> int | None:
     return {"exfiltration": attack.port or 8443, "keylogging": attack.port or 7777}.get(attack.kind)
+
+
+def listener_command(attack: Attack, serve_seconds: float) -> tuple[int, list[str]] | None:
+    """(port, argv) of the listener an attack needs on its target; None when the target's own
+    services answer it (slow-http: Host2's web server, started with the background)."""
+    bind, port = host_ip(attack.target), _sink_port(attack)
+    if port:
+        return port, _py("exfil.py", "sink", "--bind", bind, "--port", port, "--duration", serve_seconds)
+    if attack.kind in ("ssh-guess", "telnet-guess"):
+        port = service_port(attack)
+        return port, _py("guess.py", "listen", "--bind", bind, "--port", port, "--service",
+                         attack.kind.split("-")[0], "--duration", serve_seconds)
+    if attack.kind == "dns-tunnel":
+        port = service_port(attack)
+        return port, _py("dns_tunnel.py", "serve", "--bind", bind, "--port", port, "--duration", serve_seconds)
+    return None
 
 
 def _wait_for(path: Path, text: str, proc, timeout: float, what: str) -> None:
@@ -221,14 +257,15 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
     server = procs.start(net.get("h2"), _py("iot.py", "server", "--bind", "10.0.0.2",
                                             "--duration", scenario.duration + 30), "server-h2")
     _wait_for(procs.logdir / "server-h2.log", '"ready"', server, 10, "the IoT server on h2")
+    listening = set()
     for attack in scenario.attacks:
-        port = _sink_port(attack)
-        if port:
-            name = f"sink-{attack.target}-{port}"
-            sink = procs.start(net.get(attack.target), _py("exfil.py", "sink", "--bind", host_ip(attack.target),
-                                                           "--port", port, "--duration", scenario.duration + 30),
-                               name)
-            _wait_for(procs.logdir / f"{name}.log", '"ready"', sink, 10, f"the sink on {attack.target}")
+        listener = listener_command(attack, scenario.duration + 30)
+        if listener and (attack.target, listener[0]) not in listening:   # one per host and port
+            port, argv = listener
+            listening.add((attack.target, port))
+            name = f"listen-{attack.target}-{port}"
+            proc = procs.start(net.get(attack.target), argv, name)
+            _wait_for(procs.logdir / f"{name}.log", '"ready"', proc, 10, f"the listener {name}")
     devices = {name: procs.start(net.get(name), _py("iot.py", "device", "--server", "10.0.0.2", "--duration",
                                                      scenario.duration, "--scale", scenario.scale, "--seed", i),
                                  f"device-{name}")
@@ -256,7 +293,7 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
                 end = time.time()
                 running.remove(item)
                 window = Window(attack.name, attack.kind, attack.hosts, [host_mac(h) for h in attack.hosts],
-                                attack.target, start, end, attack.category, attack.subcategory)
+                                attack.target, start, end, attack.category, attack.subcategory, attack.technique)
                 result.windows.append(window)
                 say(f"  t+{end - t0:5.1f}s  {attack.name}: ended{' (killed: overran)' if overdue else ''}")
         time.sleep(0.02)

@@ -18,7 +18,21 @@
     rate = 20000                  # packets/s (floods), probes/s (scans), bytes/s (upload), writes/s (trickle)
     spoof = true                  # floods: forge a random IPv4 source per packet
     spoof_as = "10.0.0.253"       # floods: forge this one source instead (an allowlisted host's)
-    # category, subcategory: default from the kind (DDoS when several hosts)
+    port = 22                     # the target's service port (default from the kind)
+    victim = "d3"                 # arp-spoof: the host whose ARP cache is poisoned (target: the address claimed)
+    qtype = "NULL"                # dns-tunnel: NULL or TXT queries
+    connections = 100             # slow-http: connections held open at once
+    # category, subcategory, technique: default from the kind (DDoS when several hosts)
+
+The kinds added for the attacks IoT gateways meet most (issue 15), each a bounded generator in
+scripts/traffic/ against a listener the runner starts on the target:
+    ssh-guess, telnet-guess   many short sessions to a banner-and-reject listener on port 22 / 23
+    arp-spoof                 forged ARP replies from the attacker's own MAC: to `victim`, "target's
+                              address is at me", and to the target, "victim's address is at me"
+    dns-tunnel                queries with long base32 labels under one domain, NULL/TXT, to a tiny
+                              UDP responder on the target's port 53 (the outside resolver)
+    slow-http                 connections to the target's web server, held open with partial headers
+    icmp-flood                echo requests at a bounded rate
 """
 from __future__ import annotations
 
@@ -27,17 +41,27 @@ from dataclasses import dataclass, field
 
 from iadm.config import ConfigError, read_toml
 
-# kind: (category, subcategory, default rate, the unit of rate)
+# kind: (category, subcategory, default rate, the unit of rate, technique an alert should name)
 KINDS = {
-    "syn-flood": ("DoS", "TCP", 20000, "packets/s"),
-    "hping3-syn": ("DoS", "TCP", 5000, "packets/s"),
-    "udp-flood": ("DoS", "UDP", 20000, "packets/s"),
-    "http-flood": ("DoS", "HTTP", 300, "connections/s"),
-    "service-scan": ("Reconnaissance", "Service_Scan", 1000, "probes/s"),
-    "os-fingerprint": ("Reconnaissance", "OS_Fingerprint", 200, "probes/s"),
-    "exfiltration": ("Theft", "Data_Exfiltration", 4_000_000, "bytes/s"),
-    "keylogging": ("Theft", "Keylogging", 2, "writes/s"),
+    "syn-flood": ("DoS", "TCP", 20000, "packets/s", "syn_flood"),
+    "hping3-syn": ("DoS", "TCP", 5000, "packets/s", "syn_flood"),
+    "udp-flood": ("DoS", "UDP", 20000, "packets/s", "udp_flood"),
+    "http-flood": ("DoS", "HTTP", 300, "connections/s", "http_flood"),
+    "service-scan": ("Reconnaissance", "Service_Scan", 1000, "probes/s", "port_scan"),
+    "os-fingerprint": ("Reconnaissance", "OS_Fingerprint", 200, "probes/s", "os_fingerprint"),
+    "exfiltration": ("Theft", "Data_Exfiltration", 4_000_000, "bytes/s", "exfiltration"),
+    "keylogging": ("Theft", "Keylogging", 2, "writes/s", ""),
+    "ssh-guess": ("Theft", "BruteForce", 4, "sessions/s", "brute_force"),
+    "telnet-guess": ("Theft", "BruteForce", 4, "sessions/s", "brute_force"),
+    "arp-spoof": ("Theft", "ARP_Spoofing", 2, "forged pairs/s", "arp_spoofing"),
+    "dns-tunnel": ("Theft", "Tunnel", 10, "queries/s", "dns_tunnel"),
+    "slow-http": ("DoS", "HTTP", 50, "connections opened/s", "slow_http"),
+    "icmp-flood": ("DoS", "ICMP", 2000, "packets/s", "icmp_flood"),
 }
+# The listener a kind needs on its target, and its default port (started by the runner).
+SERVICE_PORTS = {"ssh-guess": 22, "telnet-guess": 23, "dns-tunnel": 53, "slow-http": 80}
+# Kinds the monitor cannot block by design (none yet); the demo requires them detected and named.
+UNBLOCKABLE: dict = {}
 FLOODS = ("syn-flood", "hping3-syn", "udp-flood", "http-flood")
 HOST_IPS = {"h1": 1, "h2": 2, "monitor": 253}
 
@@ -68,6 +92,10 @@ class Attack:
     port: int = 0
     category: str = ""
     subcategory: str = ""
+    technique: str = ""
+    victim: str = ""
+    qtype: str = "NULL"
+    connections: int = 100
 
     @property
     def name(self) -> str:
@@ -127,13 +155,13 @@ def load_scenario(path: str) -> Scenario:
     for n, a in enumerate(doc.get("attack", []), 1):
         where = f"{path}: attack {n}"
         extra = set(a) - {"kind", "hosts", "target", "start", "duration", "rate", "spoof", "spoof_as", "bytes", "port",
-                          "category", "subcategory"}
+                          "category", "subcategory", "technique", "victim", "qtype", "connections"}
         if extra:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
         kind = _get(a, "kind", str, where)
         if kind not in KINDS:
             raise ConfigError(f"{where}: kind {kind!r}: expected one of {', '.join(KINDS)}")
-        category, subcategory, rate, _ = KINDS[kind]
+        category, subcategory, rate, _, technique = KINDS[kind]
         attack_hosts = _get(a, "hosts", list, where)
         for h in attack_hosts + [_get(a, "target", str, where)]:
             if h not in hosts:
@@ -145,7 +173,24 @@ def load_scenario(path: str) -> Scenario:
                         spoof=_get(a, "spoof", bool, where, False),
                         spoof_as=_get(a, "spoof_as", str, where, "", _is_ipv4),
                         bytes=_get(a, "bytes", int, where, 8_000_000, lambda v: 0 < v <= 100_000_000),
-                        port=_get(a, "port", int, where, 0, lambda v: 0 <= v <= 65535))
+                        port=_get(a, "port", int, where, 0, lambda v: 0 <= v <= 65535),
+                        qtype=_get(a, "qtype", str, where, "NULL", lambda v: v in ("NULL", "TXT")),
+                        connections=_get(a, "connections", int, where, 100, lambda v: 0 < v <= 1000))
+        attack.technique = _get(a, "technique", str, where, technique)
+        if kind == "arp-spoof":
+            attack.victim = _get(a, "victim", str, where)
+            if attack.victim not in hosts or attack.victim in attack_hosts + [attack.target]:
+                raise ConfigError(f"{where}: victim {attack.victim!r}: a host of this topology other than the "
+                                  f"attacker and the target")
+        elif "victim" in a:
+            raise ConfigError(f"{where}: victim is only for arp-spoof")
+        if kind in SERVICE_PORTS and attack.target in attack_hosts:
+            raise ConfigError(f"{where}: {kind} needs a target other than its attacker")
+        if kind == "slow-http" and (attack.target != "h2" or attack.port not in (0, 80)):
+            raise ConfigError(f"{where}: slow-http is aimed at Host2's web server (target h2, port 80)")
+        if kind == "dns-tunnel" and attack.target == "h2" and attack.port in (0, 53):
+            raise ConfigError(f"{where}: h2 answers DNS for the background already; the tunnel's resolver is "
+                              f"another host")
         attack.category = _get(a, "category", str, where, "DDoS" if category == "DoS" and
                                len(attack_hosts) > 1 else category)
         attack.subcategory = _get(a, "subcategory", str, where, subcategory)
