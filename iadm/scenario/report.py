@@ -6,7 +6,7 @@ time (both time.time()), so the differences are latencies.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from iadm.capture.decode import decode
 from iadm.capture.pcapfile import read_pcap
 from iadm.scenario.label import GRACE
 from iadm.scenario.runner import RunResult
-from iadm.scenario.spec import host_mac
+from iadm.scenario.spec import UNBLOCKABLE, host_mac
 
 BENIGN_HOST = "h1"
 
@@ -43,6 +43,25 @@ class AttackOutcome:
     after: int                      # ... and after it
     benign_lost: int                # Host1's requests to Host2 unanswered during the attack
     blocked_hosts: list
+    kind: str = ""
+    expected_technique: str = ""    # what the scenario says it is (its kind's technique)
+    techniques: list = field(default_factory=list)   # named by the alerts about the attacker (metadata.technique)
+    block_matches: list = field(default_factory=list)  # the drop rules' matches (eth_src, in_port)
+
+    @property
+    def blockable(self) -> bool:
+        return self.kind not in UNBLOCKABLE
+
+    @property
+    def named(self) -> bool:
+        """Detected with the technique it is (any technique when the scenario gives none)."""
+        return self.detected is not None and (not self.expected_technique
+                                               or self.expected_technique in self.techniques)
+
+    @property
+    def passed(self) -> bool:
+        """Blocked; or, for a kind that cannot be blocked by design, detected and named."""
+        return self.blocked is not None if self.blockable else self.named
 
     @property
     def detection_latency(self) -> float | None:
@@ -66,13 +85,24 @@ def outcomes(result: RunResult) -> list[AttackOutcome]:
         blocks = [e["verdict"] for e in about if e.get("verdict", {}).get("installed_on")
                   and e["verdict"].get("action") == "block"]
         blocked = min((b["installed_at"] for b in blocks), default=None)
+        named = []
+        for e in sorted(about, key=lambda e: e["_ts"]):
+            for t in (e.get("alert", {}).get("metadata", {}) or {}).get("technique", []) or []:
+                if t and t not in named:
+                    named.append(t)
+        matches = []
+        for b in sorted(blocks, key=lambda b: b["installed_at"]):
+            m = b.get("match") or {}
+            if m not in matches:
+                matches.append(m)
         out.append(AttackOutcome(
             name=w.name, start=w.start, first_packet=float(mine.min()) if len(mine) else None,
             detected=min((e["_ts"] for e in about), default=None), blocked=blocked,
             before=int((mine < blocked).sum()) if blocked else len(mine),
             after=int((mine >= blocked).sum()) if blocked else 0,
             benign_lost=int(((failed >= w.start) & (failed <= w.end + GRACE)).sum()),
-            blocked_hosts=sorted({str(b.get("match", {}).get("eth_src")) for b in blocks})))
+            blocked_hosts=sorted({str(b.get("match", {}).get("eth_src")) for b in blocks}),
+            kind=w.kind, expected_technique=getattr(w, "technique", ""), techniques=named, block_matches=matches))
     return out
 
 
@@ -84,21 +114,51 @@ def _ms(value: float | None) -> str:
     return f"{value * 1000:7.0f} ms" if value is not None else "        -"
 
 
+def _technique(r: AttackOutcome) -> str:
+    """The technique the alerts named: the expected one first, others after it; '!' when it is missing."""
+    if r.detected is None:
+        return "-"
+    others = [t for t in r.techniques if t != r.expected_technique]
+    if r.expected_technique and r.expected_technique in r.techniques:
+        return ",".join([r.expected_technique] + others)
+    return ("! " if r.expected_technique else "") + (",".join(others) or "none")
+
+
+def _match(r: AttackOutcome) -> str:
+    if r.blocked is None:
+        return f"not blockable: {UNBLOCKABLE[r.kind]}" if not r.blockable else "-"
+    m = r.block_matches[0] if r.block_matches else {}
+    who = m.get("eth_src") or m.get("ipv4_src") or "?"
+    return f"{who} port {m['in_port']}" if m.get("in_port") is not None else str(who)
+
+
+def _shape(match: dict) -> str:
+    """A block with no source (shaped on its victim): its match fields."""
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(match.items())) + "}"
+
+
 def table(result: RunResult, rows: list[AttackOutcome]) -> str:
-    header = (f"{'attack':34} {'first packet':>12} {'detected':>11} {'blocked':>11} {'detect lat.':>11} "
-              f"{'to block':>10} {'leaked before':>13} {'after':>6} {'benign lost':>11}")
+    header = (f"{'attack':30} {'first packet':>12} {'detected':>11} {'technique named':16} {'blocked':>11} "
+              f"{'blocked by (MAC, switch port)':30} {'detect lat.':>11} {'to block':>10} {'leaked before':>13} "
+              f"{'after':>6} {'benign lost':>11}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.name[:34]:34} {_t(r.first_packet, result.t0):>12} {_t(r.detected, result.t0):>11} "
-                     f"{_t(r.blocked, result.t0):>11} {_ms(r.detection_latency):>11} {_ms(r.time_to_block):>10} "
+        lines.append(f"{r.name[:30]:30} {_t(r.first_packet, result.t0):>12} {_t(r.detected, result.t0):>11} "
+                     f"{_technique(r)[:16]:16} {_t(r.blocked, result.t0):>11} {_match(r)[:30]:30} "
+                     f"{_ms(r.detection_latency):>11} {_ms(r.time_to_block):>10} "
                      f"{r.before:>13,} {r.after:>6,} {r.benign_lost:>11}")
+    wrong = [f"{r.name} (expected {r.expected_technique}, named {', '.join(r.techniques) or 'nothing'})"
+             for r in rows if r.detected is not None and not r.named]
+    if wrong:
+        lines.append("technique not named: " + "; ".join(wrong))
     h1 = result.devices.get(BENIGN_HOST, {}).get("counts", {})
     sent = sum(c["sent"] for c in h1.values())
     answered = sum(c["answered"] for c in h1.values())
     per_service = ", ".join(f"{k} {v['answered']}/{v['sent']}" for k, v in h1.items())
     lines.append(f"\nbenign Host1 -> Host2 over the whole run: {answered}/{sent} requests answered ({per_service})")
     lines.append("blocks on the controller: " + (", ".join(
-        f"{b['match'].get('eth_src') or b['match'].get('ipv4_src')} ({b['action']}: {b['reason'][:50]})"
+        f"{b['match'].get('eth_src') or b['match'].get('ipv4_src') or _shape(b['match'])} "
+        f"({b['action']}: {b['reason'][:50]})"
         for b in result.blocks) or "none"))
     if result.alert_log:
         lines.append(f"alert log: {result.alert_log}  (review: iadm alerts {result.alert_log} --summary)")
