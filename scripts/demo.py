@@ -21,7 +21,6 @@ from iadm.scenario.runner import run_scenario
 from iadm.scenario.spec import host_mac, load_scenario
 
 
-
 def step(text):
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
@@ -54,7 +53,8 @@ def main() -> int:
     h1 = result.devices.get("h1", {}).get("counts", {})
     sent = sum(c["sent"] for c in h1.values())
     answered = sum(c["answered"] for c in h1.values())
-    ok = not wrongly and not (undetected if args.alert_only else missed) and sent and answered >= 0.9 * sent
+    ok = (not wrongly and not (undetected if args.alert_only else missed) and not unnamed and sent
+          and answered >= 0.9 * sent)
     step("verdict")
     if args.alert_only:
         print(f"   attacks detected and marked (alert-only, nothing dropped): {len(rows) - len(undetected)}/"

@@ -38,7 +38,7 @@ def main() -> int:
     check(parser, dst=args.claim, rate=args.rate, duration=args.duration, iface=args.iface,
           max_rate=MAX_ROUNDS_PER_S)
     check(parser, dst=args.victim)
-    from scapy.all import ARP, Ether, conf   # noqa: E402 (slow import, after the checks)
+    from scapy.all import ARP, Ether, conf
 
     with open(f"/sys/class/net/{args.iface}/address") as fh:
         own = fh.read().strip()

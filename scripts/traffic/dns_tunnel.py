@@ -70,7 +70,7 @@ def serve(args) -> dict:
     while time.monotonic() < stop:
         try:
             msg, peer = sock.recvfrom(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         counts["queries"] += 1
         reply = answer(msg, rng)
@@ -92,7 +92,7 @@ def client(args) -> dict:
         while True:
             try:
                 sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 if done.is_set():
                     return
                 continue
