@@ -107,6 +107,7 @@ class MonitorConfig:
     evidence_seconds: float = 2.0
     realert_seconds: float = 10.0
     uplink_macs: list = field(default_factory=list)
+    shaped_rate_pps: int = 1000
     no_uplink: bool = False
     alert_log: str = "/var/log/iadm/alerts.json"
     alert_max_bytes: int = 64 << 20
@@ -144,6 +145,7 @@ _MONITOR_SCHEMA = {
     "verdicts.realert_seconds": ("realert_seconds", (int, float), _positive),
     "verdicts.uplink_macs": ("uplink_macs", list, lambda v: all(isinstance(m, str) and len(m) == 17 for m in v)),
     "verdicts.no_uplink": ("no_uplink", bool, None),
+    "verdicts.shaped_rate_pps": ("shaped_rate_pps", int, lambda v: 1 <= v <= 10_000_000),
     "alerts.log": ("alert_log", str, None),
     "alerts.max_bytes": ("alert_max_bytes", int, lambda v: v >= 4096),
     "alerts.keep": ("alert_keep", int, _positive),

@@ -62,7 +62,8 @@ class RecordingController:
         parse_verdict(json.dumps(doc).encode())   # a malformed verdict raises, as the API would refuse it
         self.verdicts.append(doc)
         block_id = len(self.verdicts)
-        match = {k: doc[k] for k in ("src_mac", "src_ip", "dst_ip", "ip_proto", "dst_port") if k in doc}
+        match = {k: doc[k] for k in ("src_mac", "src_ip", "dst_ip", "ip_proto", "src_port", "dst_port", "in_port")
+                 if k in doc}
         return {"block": {"action": doc.get("action", "block"), "block_id": block_id, "match": match},
                 "installed_at": time.time(), "installed_on": [1]}
 
@@ -171,8 +172,10 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
         return src in entry["attackers"] or (event.get("src_mac") or "") in _macs_of(tally, entry["attackers"])
 
     def attacker_target(verdict) -> bool:
-        if not attack or entry["arrives"] == "uplink":
+        if not attack:
             return False
+        if entry["arrives"] == "uplink" and "src_mac" in verdict:
+            return False   # the upstream router's MAC: blocking it cuts the gateway off
         if "src_mac" in verdict:
             addresses = tally.hosts.get(verdict["src_mac"], set())
             if entry["attackers"] is None:
@@ -243,6 +246,7 @@ def summary(rows: list[dict]) -> dict:
     benign_records = sum(r["records"] for r in benign)
     benign_alerted = sum(r["alerted"] for r in benign)
     local = [r for r in attacks if r["arrives"] == "local"]
+    uplink = [r for r in attacks if r["arrives"] == "uplink"]
     return {
         "benign_captures": len(benign), "benign_records": benign_records,
         "benign_records_alerted": benign_alerted / benign_records if benign_records else 0.0,
@@ -256,6 +260,7 @@ def summary(rows: list[dict]) -> dict:
         "technique_right": sum(r["technique_right"] for r in attacks if r["technique_wanted"]),
         "technique_named": sum(1 for r in attacks if r["technique_wanted"]),
         "local_attackers": len(local), "local_mitigated": sum(r["mitigated"] for r in local),
+        "uplink_attacks": len(uplink), "uplink_mitigated": sum(r["mitigated"] for r in uplink),
     }
 
 
@@ -291,7 +296,8 @@ def print_summary(s: dict, out=sys.stdout) -> None:
     print(f"attacks: {s['attack_captures']} captures, {s['detected']} detected, {s['detected_in_time']} within "
           f"{TARGETS['first_alert_s']:.0f} s, {s['category_right']} with the right category, technique right "
           f"{s['technique_right']}/{s['technique_named']}; local attackers mitigated "
-          f"{s['local_mitigated']}/{s['local_attackers']}", file=out)
+          f"{s['local_mitigated']}/{s['local_attackers']}; uplink attacks mitigated by their shape "
+          f"{s['uplink_mitigated']}/{s['uplink_attacks']}", file=out)
 
 
 def targets_met(s: dict) -> bool:

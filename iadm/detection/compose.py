@@ -69,7 +69,8 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
                            "min_records": config.min_records, "model_min_records": config.model_min_records,
                            "evidence_seconds": config.evidence_seconds,
                            "realert_seconds": config.realert_seconds, "replay": replay,
-                           "uplink_macs": config.uplink_macs, "no_uplink": config.no_uplink})
+                           "uplink_macs": config.uplink_macs, "no_uplink": config.no_uplink,
+                           "shaped_rate_pps": config.shaped_rate_pps})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
                     "max_flows": config.max_flows}
     monitor = Monitor(labeller, alert_log, client, flow_options)

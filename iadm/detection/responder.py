@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from iadm.alerts.log import eve_timestamp
+from iadm.detection.behaviour import AMPLIFIERS
 from iadm.flows.records import mac_text
 from iadm.inspect.finding import format_mac
 
@@ -62,7 +63,7 @@ class Responder:
     def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
                  realert_seconds: float = 10.0, detector=None, clock=time.time,
-                 replay: bool = False, model_block_score: float = 0.9, uplink=None):
+                 replay: bool = False, model_block_score: float = 0.9, uplink=None, shaped_rate_pps: int = 1000):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
@@ -80,6 +81,7 @@ class Responder:
         self.replaying = replay
         self.model_block_score = model_block_score
         self.uplink = uplink   # an UplinkWatch: which MACs are routers
+        self.shaped_rate_pps = shaped_rate_pps   # the rate a flood's shape is limited to
         self.public_sources: dict[str, set] = {}   # MAC -> public source addresses seen (up to a few)
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
@@ -114,7 +116,10 @@ class Responder:
             about = verdicts["about_destination"].to_numpy(dtype=bool)
             if about.any():
                 attacker_ids = attacker_ids.astype(object)
-                attacker_ids[about] = "to " + records["daddr"].astype(str).to_numpy(dtype=object)[about]
+                sent = records["spkts"].to_numpy() > 0 if "spkts" in records else np.ones(len(records), bool)
+                victims = np.where(sent, records["daddr"].astype(str).to_numpy(dtype=object),
+                                   records["saddr"].astype(str).to_numpy(dtype=object))   # a backscatter's victim sent nothing
+                attacker_ids[about] = "to " + victims[about]
         ids, who = np.unique(attacker_ids.astype(str), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
         self._learn_sources(ids, who, records)
@@ -126,9 +131,41 @@ class Responder:
             # min_records-th acting record in this frame (else its first attack record).
             act = np.sort(ltime[mine[acting[mine]]])
             at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
+            if str(ids[k]).startswith("to "):
+                events += self._shape(str(ids[k]), records, verdicts, mine, float(np.sort(ltime[mine])[
+                    min(self.min_records, len(mine)) - 1]))
+                continue
             events += self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
                                    int(acting[mine].sum()), float(at), int(certain[mine].sum()),
                                    mine[acting[mine]])
+        return events
+
+    def _shape(self, attacker: str, records, verdicts, mine: np.ndarray, at: float) -> list[dict]:
+        """A flood on one victim from many sources (or reflected at it): no source to block, so
+        the verdict is the attack's shape, rate-limited (what is under the rate still passes).
+        One per victim and finding: a DNS reflection on a host already rate-limited for a SYN
+        flood gets its own shape."""
+        now = at if self.replaying else self.clock()
+        sids = verdicts["rule_sid"].to_numpy()[mine]
+        events = []
+        for sid in dict.fromkeys(sids.tolist()):
+            rows = mine[sids == sid]
+            state = self.attackers.setdefault(f"{attacker} sid {int(sid)}", _Attacker())
+            state.unreported += len(rows)
+            seen, _, _ = state.weigh(now, self.evidence_seconds, len(rows), len(rows), len(rows))
+            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to "))
+            verdict = None
+            if now >= state.held_until and seen >= self.min_records and shape and self.client is not None:
+                row = int(rows[0])
+                reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
+                          f"{verdicts['rule_msg'].iat[row]}")
+                verdict = self._request(shape, reason, f"iadm-monitor behaviour sid {int(sid)}",
+                                        str(verdicts["category"].iat[row]), "behaviour", now, action="rate_limit",
+                                        rate_pps=self.shaped_rate_pps)
+                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+            elif now - state.last_alert < self.realert_seconds:
+                continue
+            events.append(self._alert(attacker, state, records, verdicts, rows, rows[:1], now, verdict))
         return events
 
     def _window_sids(self) -> list | None:
@@ -261,16 +298,18 @@ class Responder:
         return self._request(attacker, reason, source, str(verdicts["category"].iat[row]),
                              str(verdicts["source"].iat[row]), now)
 
-    def _request(self, attacker: str, reason: str, source: str, category: str, who: str, now: float) -> dict:
-        """One block verdict to the controller (it turns it into a mark when it runs alert-only)."""
-        target = {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker}
-        action = "block"
+    def _request(self, attacker, reason: str, source: str, category: str, who: str, now: float,
+                 action: str = "block", **extra) -> dict:
+        """One verdict to the controller (it turns it into a mark when it runs alert-only): against a
+        source (attacker: a MAC or an address) or, given a dict, the attack's shape."""
+        target = attacker if isinstance(attacker, dict) else (
+            {"src_mac": attacker} if ":" in attacker else {"src_ip": attacker})
         try:
             doc = self.client.verdict(action=action, duration=self.block_seconds, reason=reason[:256],
-                                      source=source[:128], **target)
+                                      source=source[:128], **target, **extra)
         except Exception as exc:  # refused (4xx) or unreachable: logged, retried later, never fatal
             self.counts["verdicts_refused"] += 1
-            log.warning("verdict %s %s not applied: %s", action, attacker, exc)
+            log.warning("verdict %s %s not applied: %s", action, target, exc)
             return {"action": action, "error": str(exc), "sent_at": now}
         self.counts["verdicts_sent"] += 1
         self.verdicts_by[(who, category)] = self.verdicts_by.get((who, category), 0) + 1
@@ -320,6 +359,37 @@ class Responder:
         self.counts["alerts"] += 1
         state.last_alert, state.unreported = now, 0
         return event
+
+
+_IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+
+
+def _attack_shape(rows: pd.DataFrame, victim: str) -> dict | None:
+    """What a flood's packets toward its victim have in common: destination, protocol, and the port
+    that at least 80% of them share (the victim's service port, or an amplifier's source port)."""
+    if "." not in victim or ":" in victim:
+        return None   # IPv4 only: the verdict API matches IPv4
+    proto = rows["proto"].astype(str).mode()
+    if not len(proto) or proto.iat[0] not in _IP_PROTO:
+        return {"dst_ip": victim}
+    shape = {"dst_ip": victim, "ip_proto": _IP_PROTO[proto.iat[0]]}
+    if shape["ip_proto"] in (6, 17):
+        rows = rows[rows["proto"].astype(str) == proto.iat[0]]
+        towards = rows["daddr"].astype(str).to_numpy() == victim   # else a backscatter row: victim is saddr
+        dst_ports = np.where(towards, pd.to_numeric(rows["dport"], errors="coerce"),
+                             pd.to_numeric(rows["sport"], errors="coerce"))
+        src_ports = np.where(towards, pd.to_numeric(rows["sport"], errors="coerce"),
+                             pd.to_numeric(rows["dport"], errors="coerce"))
+        for name, ports in (("src_port", src_ports), ("dst_port", dst_ports)):
+            values, counts = np.unique(ports[np.isfinite(ports)].astype(np.int64), return_counts=True)
+            if not len(values) or counts.max() < 0.8 * len(ports) or not 1 <= values[counts.argmax()] <= 65535:
+                continue
+            port = int(values[counts.argmax()])
+            if name == "src_port" and port not in AMPLIFIERS and port >= 1024:
+                continue   # a shared source port names a reflector's service (DNS 53, NTP 123, HTTP 80, ...)
+            shape[name] = port
+            break
+    return shape
 
 
 def _metadata(verdicts, row: int) -> dict:

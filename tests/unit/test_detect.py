@@ -194,3 +194,22 @@ def test_replayed_captures_use_the_capture_clock(tmp_path, detector):
         events += responder(frame, detector(frame))
     assert events and events[0]["timestamp"].startswith(eve_timestamp(T0)[:16])   # 2023-11-14T22:13, not today
     assert events[0]["verdict"]["sent_at"] <= T0 + 3
+
+
+def test_a_flood_from_many_sources_gets_a_shaped_rate_limit_and_no_source_is_blocked(tmp_path):
+    """A DDoS finding is about its victim: the verdict is the flood's shape (destination, protocol,
+    the port it shares), rate-limited; none of the thousand sources is blocked."""
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.synth import frame as packet
+    forged = [(T0 + i / 5000, packet(f"198.51.{i // 250}.{i % 250 + 1}", "10.0.0.2", 6, 1024 + i, 80, 0x02,
+                                     smac=f"02:00:00:00:{i // 250:02x}:{i % 250 + 1:02x}")) for i in range(1000)]
+    detector = Detector(RuleEngine([]), behaviour=BehaviourWatch())
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True)
+    run(detector, records(forged), responder)
+    assert [v["action"] for v in controller.verdicts] == ["rate_limit"]
+    shape = controller.verdicts[0]
+    assert (shape["dst_ip"], shape["ip_proto"], shape["dst_port"], shape["rate_pps"]) == ("10.0.0.2", 6, 80, 1000)
+    assert "src_mac" not in shape and "src_ip" not in shape
+    line = [json.loads(x) for x in open(tmp_path / "a.json")][0]
+    assert line["src_mac"] is None and line["alert"]["category"] == "DDoS" and line["verdict"]["block_id"] == 1
