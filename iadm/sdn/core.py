@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from iadm.sdn import pipeline
@@ -24,13 +25,16 @@ class SwitchState:
     monitor_port: int | None
     mac_ports: dict = field(default_factory=dict)
     uplink_port: int | None = None
+    new_macs: dict = field(default_factory=dict)    # port -> deque of times a new MAC was learned there
+    guarded: dict = field(default_factory=dict)     # port -> time its learning was stopped (a MAC flood)
 
 
 class GatewayController:
     def __init__(self, *, store: BlockStore, allowlist: Allowlist, send, confirm=None,
                  monitor_port: int | str | None, packet_in_rate: int = 1000,
                  default_block_seconds: int = 300, max_hosts: int = 4096, alert_only: bool = False,
-                 clock=time.time, uplink_port: int | str | None = None):
+                 clock=time.time, uplink_port: int | str | None = None, port_new_macs: int = 50,
+                 port_new_macs_seconds: float = 10.0, guard_seconds: int = 300):
         self.store = store
         self.allowlist = allowlist
         self.send = send
@@ -41,6 +45,12 @@ class GatewayController:
         # the port toward the upstream router: every packet from outside enters there, with the
         # router's MAC, so neither that MAC nor the whole port is ever blocked (shapes are)
         self.uplink_port = uplink_port
+        # Port guard: a port that brings more than port_new_macs new MACs within the window is
+        # flooding the MAC table (macof): learning stops there for guard_seconds, and frames from
+        # MACs it has not learned are dropped at that port; the MACs it knew keep working.
+        self.port_new_macs = port_new_macs
+        self.port_new_macs_seconds = port_new_macs_seconds
+        self.guard_seconds = guard_seconds
         self.packet_in_rate = packet_in_rate
         self.default_block_seconds = default_block_seconds
         self.max_hosts = max_hosts
@@ -102,9 +112,40 @@ class GatewayController:
             if previous is None and len(state.mac_ports) >= self.max_hosts:
                 log.warning("switch %016x: %d hosts learned, not learning %s", dpid, self.max_hosts, eth_src)
                 return
-            state.mac_ports[eth_src] = in_port
-            ops = pipeline.learn_entries(in_port, eth_src, state.monitor_port, previous)
+            if self._guarding(state, in_port):
+                return
+            if previous is None and self._flooding(state, in_port):
+                log.warning("switch %016x port %d: over %d new MACs in %g s: a MAC flood; learning stops there "
+                            "for %d s and unknown sources are dropped at that port", dpid, in_port,
+                            self.port_new_macs, self.port_new_macs_seconds, self.guard_seconds)
+                state.guarded[in_port] = self.clock()
+                self.counts["ports_guarded"] = self.counts.get("ports_guarded", 0) + 1
+                ops = [pipeline.port_guard_entry(in_port, self.guard_seconds)]
+            else:
+                state.mac_ports[eth_src] = in_port
+                ops = pipeline.learn_entries(in_port, eth_src, state.monitor_port, previous)
         self.send(dpid, ops)
+
+    def _guarding(self, state: SwitchState, port: int) -> bool:
+        since = state.guarded.get(port)
+        if since is None:
+            return False
+        if self.clock() - since < self.guard_seconds:
+            return True
+        del state.guarded[port]
+        return False
+
+    def _flooding(self, state: SwitchState, port: int) -> bool:
+        """One more new MAC at `port`: does it make the port a MAC flood? (never the uplink: a
+        router brings no new MACs; never the monitor's port)"""
+        if port in (state.uplink_port, state.monitor_port):
+            return False
+        times = state.new_macs.setdefault(port, deque())
+        now = self.clock()
+        times.append(now)
+        while times and times[0] < now - self.port_new_macs_seconds:
+            times.popleft()
+        return len(times) > self.port_new_macs
 
     def flow_removed(self, dpid: int, cookie: int, reason: str, packets: int) -> None:
         if cookie & pipeline.COOKIE_KIND_MASK == pipeline.COOKIE_BLOCK:

@@ -25,6 +25,7 @@ TABLE_LEARN = 1
 TABLE_FORWARD = 2
 
 PRIO_MISS = 0
+PRIO_GUARD = 50       # above the learn table's miss, below what it learned
 PRIO_LEARNED = 100
 PRIO_BLOCK = 1000
 
@@ -47,6 +48,7 @@ COOKIE_KIND_MASK = 0xFF << COOKIE_KIND_SHIFT
 COOKIE_PIPELINE = 0x01 << COOKIE_KIND_SHIFT
 COOKIE_LEARN = 0x02 << COOKIE_KIND_SHIFT
 COOKIE_BLOCK = 0x03 << COOKIE_KIND_SHIFT
+COOKIE_GUARD = 0x04 << COOKIE_KIND_SHIFT
 COOKIE_ID_MASK = (1 << COOKIE_KIND_SHIFT) - 1
 
 
@@ -144,6 +146,14 @@ def learn_entries(in_port: int, mac: str, monitor_port: int | None,
     ops.append(FlowEntry(TABLE_FORWARD, PRIO_LEARNED, match={"eth_dst": mac},
                          actions=forward_actions(in_port, monitor_port), cookie=COOKIE_LEARN))
     return ops
+
+
+def port_guard_entry(in_port: int, seconds: int) -> FlowEntry:
+    """A port flooding the MAC table: in the learn table, frames from sources it has not learned
+    are dropped at that port (no packet-in, no flood); the MACs learned there before keep their
+    higher-priority entries. It lapses by itself after `seconds`."""
+    return FlowEntry(TABLE_LEARN, PRIO_GUARD, match={"in_port": in_port}, hard_timeout=min(int(seconds), 0xFFFF),
+                     cookie=COOKIE_GUARD | (in_port & COOKIE_ID_MASK), notify_removed=True)
 
 
 def block_match(src_ip: str | None = None, src_mac: str | None = None, in_port: int | None = None,

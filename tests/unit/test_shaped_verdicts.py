@@ -91,3 +91,19 @@ def test_shaped_ops_serialise_as_openflow_13():
     assert dict(flow.match.items())["ipv4_dst"] == ("10.0.0.0", "255.255.255.0")
     assert dict(flow.match.items())["tcp_dst"] == 80 and flow.instructions[0].meter_id == pipeline.block_meter_id(7)
     assert msgs[3].command == ofproto_v1_3.OFPMC_DELETE and msgs[3].meter_id == pipeline.block_meter_id(7)
+
+
+def test_a_port_flooding_the_mac_table_stops_learning_and_keeps_its_known_hosts(gateway):
+    """macof at one port: after 50 new MACs within 10 s learning stops there and unknown sources
+    are dropped at that port; the host it had learned still talks, other ports still learn."""
+    for i in range(60):
+        gateway.send_packet(H3, H2, eth_src=f"02:00:00:00:{i // 256:02x}:{i % 256:02x}")
+    assert gateway.core.counts.get("ports_guarded") == 1
+    assert gateway.send_packet(H3, H2, eth_src="02:99:00:00:00:01") == []          # dropped, no packet-in
+    assert H2 in gateway.send_packet(H3, H2)                                       # H3's own MAC: learned
+    assert "controller" in gateway.send_packet(H2, H1, eth_src="02:aa:00:00:00:01")   # other ports learn
+    for i in range(60):   # a router brings no new MACs: the uplink is never guarded
+        gateway.send_packet(ROUTER, H2, eth_src=f"02:01:00:00:{i // 256:02x}:{i % 256:02x}")
+    assert gateway.core.counts.get("ports_guarded") == 1
+    gateway.clock.advance(gateway.core.guard_seconds + 1)
+    assert "controller" in gateway.send_packet(H3, H2, eth_src="02:99:00:00:00:02")   # the guard lapsed
