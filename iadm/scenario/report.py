@@ -178,6 +178,7 @@ def timeline(result: RunResult, rows: list[AttackOutcome], path, bin_seconds: fl
     hosts = ["h1", "h2"] + [f"d{i}" for i in range(1, 6)] + [f"a{i}" for i in range(1, 21)]
     names = {int(host_mac(h).replace(":", ""), 16): h for h in hosts}
     fig, ax = plt.subplots(figsize=(12, 5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)   # more hosts than tab10's colours
     for mac in np.unique(src):
         mine = ts[src == mac] - t0
         if len(mine) < 10:
@@ -185,9 +186,14 @@ def timeline(result: RunResult, rows: list[AttackOutcome], path, bin_seconds: fl
         counts, _ = np.histogram(mine, bins=bins)
         ax.plot(bins[:-1], np.maximum(counts / bin_seconds, 0.5), label=names.get(int(mac), f"{int(mac):012x}"),
                 lw=1.2)
+    previous_end = -np.inf
+    level = 0
     for w, r in zip(result.windows, rows):
         ax.axvspan(w.start - t0, w.end - t0, color="tab:red", alpha=0.08)
-        ax.text(w.start - t0 + 0.2, 0.97, w.kind, transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+        level = level + 1 if w.start < previous_end else 0    # overlapping windows: labels one below the other
+        previous_end = max(previous_end, w.end) if level else w.end
+        ax.text(w.start - t0 + 0.2, 0.97 - 0.05 * (level % 6), w.kind, transform=ax.get_xaxis_transform(),
+                fontsize=8, va="top")
         if r.detected:
             ax.axvline(r.detected - t0, color="tab:orange", ls="--", lw=1)
         if r.blocked:
