@@ -114,13 +114,17 @@ def test_flood_forged_as_an_allowlisted_host_blocks_the_sender_not_that_host(blo
     assert forged.blocked_hosts == [host_mac("a2")]
     matches = [b["match"] for b in blocking_run.blocks]
     assert all(m.get("ipv4_src") != "10.0.0.253" and m.get("eth_src") != host_mac("monitor") for m in matches)
-    assert {m.get("eth_src") for m in matches} == {host_mac("a1"), host_mac("a2")}   # nobody else
+    by_source = [m for m in matches if "eth_src" in m or "ipv4_src" in m]
+    assert {m.get("eth_src") for m in by_source} == {host_mac("a1"), host_mac("a2")}   # nobody else
+    # the floods' shapes (many sources at one victim): rate limits on the victim, no source named
+    shaped = [b for b in blocking_run.blocks if b["match"] not in by_source]
+    assert all(b["action"] == "rate_limit" and b["match"]["ipv4_dst"] == "10.0.0.2" for b in shaped)
 
 
 def test_the_live_monitors_operator_api_and_metrics(blocking_run):
     status, doc = OPERATOR_SEEN["/status"]
     assert status == 200 and doc["components"]["capture"]["packets"] > 1000
-    assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 18
+    assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 16
     assert doc["components"]["responder"]["verdicts_sent"] == 2
     status, alerts = OPERATOR_SEEN["/alerts"]
     assert {a.get("src_mac") for a in alerts["items"] if "verdict" in a} == {host_mac("a1"), host_mac("a2")}
