@@ -236,3 +236,24 @@ def test_flag_masks_and_negation_follow_snort():
     frame["sflags"] = [0x02, 0xC2, 0x12, 0x01]     # SYN; SYN+ECE+CWR; SYN+ACK; FIN
     hits = engine.evaluate(frame)
     assert [sorted(r.sid for r in hits.for_row(i)) for i in range(4)] == [[1, 2, 3, 4], [2, 3, 4], [4], [3]]
+
+
+def test_shipped_rules_on_crafted_probes_and_ecn_floods():
+    """The shipped fingerprinting rules on real frames: ICMP timestamp, information and address-mask
+    requests and an echo with a code; a normal ping stays Normal; a SYN with ECE+CWR is still a
+    forged-source SYN (flags:S,CE), a plain SYN+ACK is not."""
+    from scapy.all import ICMP
+    from iadm.flows.pipeline import FeaturePipeline
+    t0 = 1_700_000_000.0
+    # one source per probe: non-echo ICMP between two hosts is one flow whatever its type
+    # (docs/features.md), so the record shows the first probe's type
+    frames = [Ether() / IP(src=f"10.0.0.{9 + i}", dst="10.0.0.2") / ICMP(type=t, code=c, id=100 + i)
+              for i, (t, c) in enumerate([(13, 0), (15, 0), (17, 0), (8, 5), (8, 0)])]
+    frames += [Ether() / IP(src="198.51.100.1", dst="203.0.113.9") / TCP(sport=1000, dport=80, flags=f)
+               for f in ("SEC", "SA")]
+    pipe = FeaturePipeline(status_interval=0.1)
+    records = pd.concat(pipe.push(Batch.from_frames([bytes(f) for f in frames], [t0 + i for i in range(len(frames))]))
+                        + pipe.finish(), ignore_index=True).sort_values("stime").reset_index(drop=True)
+    labels = RuleEngine.from_files(["rules/iot.rules"]).evaluate(records).labels()
+    assert labels.sid.tolist() == [1000024, 1000025, 1000026, 1000023, 0, 1000004, 0]
+    assert set(labels.technique[labels.attack == 1]) == {"os_fingerprint", "syn_flood"}
