@@ -125,11 +125,13 @@ def test_the_live_monitors_operator_api_and_metrics(blocking_run):
     status, doc = OPERATOR_SEEN["/status"]
     assert status == 200 and doc["components"]["capture"]["packets"] > 1000
     assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 16
-    assert doc["components"]["responder"]["verdicts_sent"] == 2
+    # the two attackers' MACs, and the forged floods' shape on their victim (a rate limit)
+    assert doc["components"]["responder"]["verdicts_sent"] == 3
     status, alerts = OPERATOR_SEEN["/alerts"]
-    assert {a.get("src_mac") for a in alerts["items"] if "verdict" in a} == {host_mac("a1"), host_mac("a2")}
+    assert {a.get("src_mac") for a in alerts["items"] if "verdict" in a} == {host_mac("a1"), host_mac("a2"), None}
     status, blocks = OPERATOR_SEEN["/blocks"]
-    assert status == 200 and len(blocks["blocks"]) == 2                # read through from the controller
+    assert status == 200 and len(blocks["blocks"]) == 3                # read through from the controller
+    assert sorted(b["action"] for b in blocks["blocks"]) == ["block", "block", "rate_limit"]
     status, stats = OPERATOR_SEEN["/bytes_total/stats"]
     assert status == 200 and stats["total"] > 0                        # the Z-score saw the background
     assert 'iadm_monitor_verdicts_total{category=' in OPERATOR_SEEN["/metrics"]
