@@ -91,6 +91,7 @@ def load_controller_config(path: str | None) -> ControllerConfig:
 @dataclass
 class MonitorConfig:
     """What the live monitor needs beyond the capture: opinions, verdicts, alerts."""
+    gateway_id: str = ""            # this gateway's name in alerts and metrics; "" = the host name
     rule_files: list = field(default_factory=lambda: ["rules/iot.rules"])
     variables: str | None = "rules/variables.conf"
     baseline: str = ""
@@ -128,6 +129,7 @@ def _positive(v):
 
 
 _MONITOR_SCHEMA = {
+    "gateway.id": ("gateway_id", str, lambda v: 0 < len(v) <= 64),
     "rules.files": ("rule_files", list, lambda v: bool(v) and all(isinstance(x, str) for x in v)),
     "rules.variables": ("variables", str, None),
     "baseline.file": ("baseline", str, None),

@@ -85,6 +85,9 @@ class MonitorMetrics(_Metrics):
         yield GaugeMetricFamily("iadm_monitor_records_per_second", "records/s since the previous scrape "
                                 "(at least 1 s ago)", value=self.records_per_s)
         if self.responder is not None:
+            info = GaugeMetricFamily("iadm_monitor_info", "this monitor's gateway (always 1)", labels=["gateway"])
+            info.add_metric([self.responder.gateway_id or ""], 1)
+            yield info
             verdicts = CounterMetricFamily("iadm_monitor_verdicts", "verdicts sent to the controller, by "
                                            "source and category", labels=["source", "category"])
             for (source, category), n in sorted(self.responder.verdicts_by.items()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 
 from iadm.config import MonitorConfig
@@ -70,7 +71,8 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
                            "evidence_seconds": config.evidence_seconds,
                            "realert_seconds": config.realert_seconds, "replay": replay,
                            "uplink_macs": config.uplink_macs, "no_uplink": config.no_uplink,
-                           "shaped_rate_pps": config.shaped_rate_pps})
+                           "shaped_rate_pps": config.shaped_rate_pps,
+                           "gateway_id": config.gateway_id or socket.gethostname()})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
                     "max_flows": config.max_flows}
     monitor = Monitor(labeller, alert_log, client, flow_options)

@@ -63,7 +63,8 @@ class Responder:
     def __init__(self, client, alert_log, block_seconds: int = 300, min_records: int = 3,
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
                  realert_seconds: float = 10.0, detector=None, clock=time.time,
-                 replay: bool = False, model_block_score: float = 0.9, uplink=None, shaped_rate_pps: int = 1000):
+                 replay: bool = False, model_block_score: float = 0.9, uplink=None, shaped_rate_pps: int = 1000,
+                 gateway_id: str = ""):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
@@ -82,6 +83,7 @@ class Responder:
         self.model_block_score = model_block_score
         self.uplink = uplink   # an UplinkWatch: which MACs are routers
         self.shaped_rate_pps = shaped_rate_pps   # the rate a flood's shape is limited to
+        self.gateway_id = gateway_id             # EVE's "host": which gateway saw it (a fleet's collector keys on it)
         self.public_sources: dict[str, set] = {}   # MAC -> public source addresses seen (up to a few)
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
@@ -203,7 +205,7 @@ class Responder:
         blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
         meta = {"technique": [f.technique], "mitre_technique_id": [f.mitre]}
         event = {
-            "timestamp": eve_timestamp(now), "event_type": "alert", "flow_id": None,
+            "timestamp": eve_timestamp(now), "event_type": "alert", "host": self.gateway_id or None, "flow_id": None,
             "src_ip": f.src_ip or None, "src_port": f.src_port, "dest_ip": f.dest_ip or None,
             "dest_port": f.dest_port, "proto": (f.proto or "").upper(), "src_mac": mac or None,
             "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": f.sid, "rev": 1,
@@ -327,7 +329,7 @@ class Responder:
         blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
         score = verdicts["model_score"].iat[row]
         event = {
-            "timestamp": eve_timestamp(now), "event_type": "alert",
+            "timestamp": eve_timestamp(now), "event_type": "alert", "host": self.gateway_id or None,
             "flow_id": int(records["pkSeqID"].iat[row]) if "pkSeqID" in records else None,
             "src_ip": str(records["saddr"].iat[row]), "src_port": _port(records["sport"].iat[row]),
             "dest_ip": str(records["daddr"].iat[row]), "dest_port": _port(records["dport"].iat[row]),

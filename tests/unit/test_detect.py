@@ -213,3 +213,14 @@ def test_a_flood_from_many_sources_gets_a_shaped_rate_limit_and_no_source_is_blo
     assert "src_mac" not in shape and "src_ip" not in shape
     line = [json.loads(x) for x in open(tmp_path / "a.json")][0]
     assert line["src_mac"] is None and line["alert"]["category"] == "DDoS" and line["verdict"]["block_id"] == 1
+
+
+def test_every_alert_names_its_gateway(tmp_path, detector):
+    flood, _ = attacks(T0)
+    responder = Responder(FakeController(), AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True,
+                          gateway_id="home-17")
+    run(detector, records(flood[:3000]), responder)
+    lines = [json.loads(x) for x in open(tmp_path / "a.json")]
+    assert lines and {line["host"] for line in lines} == {"home-17"}
+    from iadm.metrics import MonitorMetrics
+    assert b'iadm_monitor_info{gateway="home-17"} 1.0' in MonitorMetrics(dict, responder).render()
