@@ -21,11 +21,12 @@ technique and the ATT&CK id, with the numbers in its message.
 """
 from __future__ import annotations
 
-from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from numba import njit
 
 AUTH_SERVICES = {21: "ftp", 22: "ssh", 23: "telnet", 2323: "telnet", 3389: "rdp", 5900: "vnc", 1883: "mqtt",
@@ -37,135 +38,424 @@ SLOW_AMPLIFIERS = {19, 53, 111, 123, 137, 161, 389, 500, 11211}
 _TH_FIN, _TH_SYN, _TH_RST, _TH_PSH, _TH_ACK, _TH_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 
-class Distinct:
-    """Distinct members per key within a sliding window of time: key -> ({member: last seen}, events).
-
-    `add` walks its triples in time order and returns, for each, the count at that triple's own
-    time, so a record is only ever judged on what had happened by its time (a replayed batch
-    spanning minutes is judged as the live monitor would have judged it, tick by tick)."""
-
-    def __init__(self, window: float, max_keys: int = 200_000):
-        self.window = window
-        self.max_keys = max_keys
-        self.keys: dict = {}
-        self.swept_at = -np.inf
-
-    def add(self, keys: list, members: list, times, closing=None) -> np.ndarray:
-        """closing (optional, per triple): the member ends here (a closed connection) and stops
-        counting. A key None is not counted. Keys met once in the batch and unknown before (a
-        forged-source flood makes one per packet) take a bulk path: their count is 1."""
-        n = len(keys)
-        times = np.asarray(times, dtype=np.float64)
-        counts = np.zeros(n, dtype=np.int64)
-        if not n:
-            return counts
-        table, window = self.keys, self.window
-        seen_in_batch = Counter(keys)
-        t_list = times.tolist()
-        slow = []
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            if seen_in_batch[key] == 1 and key not in table and (closing is None or not closing[i]):
-                member, t = members[i], t_list[i]
-                table[key] = ({member: t}, deque(((t, member),)))
-                counts[i] = 1
-            else:
-                slow.append(i)
-        if len(slow) >= BIG_GROUP:   # keys with many rows (one victim of a flood): compiled, per key
-            by_key: dict = {}
-            for i in slow:
-                by_key.setdefault(keys[i], []).append(i)
-            slow = []
-            for key, rows in by_key.items():
-                if len(rows) >= BIG_GROUP and closing is None:
-                    self._add_group(key, rows, members, times, counts)
-                else:
-                    slow += rows
-        if slow:
-            slow.sort(key=t_list.__getitem__)
-            never = float("-inf")
-            for i in slow:
-                key, member, t = keys[i], members[i], t_list[i]
-                state = table.get(key)
-                if state is None:
-                    state = table[key] = ({}, deque())
-                last, events = state
-                since = t - window
-                while events and events[0][0] < since:
-                    t0, m0 = events.popleft()
-                    if last.get(m0) == t0:
-                        del last[m0]
-                if closing is not None and closing[i]:
-                    last.pop(member, None)
-                elif last.get(member, never) < t:
-                    last[member] = t
-                    events.append((t, member))
-                counts[i] = len(last)
-        self._sweep(max(t_list))
-        return counts
-
-    def _add_group(self, key, rows: list, members: list, times: np.ndarray, counts: np.ndarray) -> None:
-        """One key's rows at once: its state and the rows as codes, the window walked by a compiled loop."""
-        last, _ = self.keys.get(key, ({}, None))
-        rows = np.asarray(rows)[np.argsort(times[rows], kind="stable")]
-        before = sorted(((t, m) for m, t in last.items()), key=lambda e: e[0])
-        names = [m for _, m in before] + [members[i] for i in rows.tolist()]
-        codes, uniques = pd.factorize(pd.Series(names, dtype=object))
-        at = np.concatenate([np.array([t for t, _ in before], dtype=np.float64), times[rows]])
-        out, last_t = _window_walk(at, codes.astype(np.int64), len(uniques), self.window, len(before))
-        counts[rows] = out
-        end = at[-1] - self.window
-        keep = np.flatnonzero(last_t >= end)
-        order = keep[np.argsort(last_t[keep], kind="stable")]
-        kept = uniques.take(order).tolist() if len(order) else []
-        state_last = dict(zip(kept, last_t[order].tolist()))
-        self.keys[key] = (state_last, deque(zip(last_t[order].tolist(), kept)))
-
-    def drop(self, key, member) -> None:
-        state = self.keys.get(key)
-        if state:
-            state[0].pop(member, None)
-
-    def _sweep(self, now: float) -> None:
-        """Forget keys with nothing inside the window (a forged-source flood makes millions of keys)."""
-        if now - self.swept_at < self.window and len(self.keys) < self.max_keys:
-            return
-        since = now - self.window
-        self.keys = {k: v for k, v in self.keys.items() if v[1] and v[1][-1][0] >= since}
-        if len(self.keys) >= self.max_keys:   # still too many: keep the most recent half
-            newest = sorted(self.keys, key=lambda k: self.keys[k][1][-1][0], reverse=True)
-            self.keys = {k: self.keys[k] for k in newest[: self.max_keys // 2]}
-        self.swept_at = now
-
-
-BIG_GROUP = 256
+# --- Distinct: compiled state ---------------------------------------------------------------------
+# Keys and members are 64-bit hashes, and a (key, member) pair is known by a 64-bit hash of both:
+# two keys, or two pairs, that hash alike would be counted as one (about one chance in 2**64 for
+# any two of them). The state of one Distinct:
+#   pairs: open addressing (linear probing, deletion by backward shift) of pair hash -> the time
+#          the pair was last seen (16 bytes a slot; hash 0 marks an empty slot);
+#   keys:  the same over key -> its count of pairs held; a slot is empty when its count is 0, so
+#          a key whose last member leaves is freed at once;
+#   ring:  one ring of events (time, pair hash, key), in the order they happened, for expiry: an
+#          event pops when it is older than the window, and its pair leaves if that was its last
+#          sighting (the pair is still held with that time).
+# meta: keys, pairs, ring head, ring length, sightings forgotten early at a cap.
+_M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_N_KEYS, _N_PAIRS, _HEAD, _LEN, _FORCED = range(5)
+_PAIR = np.dtype([("h", np.uint64), ("t", np.float64)])
+_KEY = np.dtype([("h", np.uint64), ("n", np.int64)])
 
 
 @njit(cache=True, nogil=True)
-def _window_walk(at, codes, n_members, window, n_before):
-    """Distinct members within the window at each of the rows after the first n_before events
-    (the key's state, already in time order). Returns the counts and each member's last time."""
-    last_t = np.full(n_members, -np.inf)
-    counts = np.zeros(len(at) - n_before, dtype=np.int64)
-    live = 0
-    head = 0
-    for i in range(len(at)):
-        t = at[i]
-        while head < i and at[head] < t - window:
-            m = codes[head]
-            if last_t[m] == at[head]:
-                last_t[m] = -np.inf
-                live -= 1
-            head += 1
-        m = codes[i]
-        if last_t[m] < t:
-            if last_t[m] == -np.inf:
-                live += 1
-            last_t[m] = t
-        if i >= n_before:
-            counts[i - n_before] = live
-    return counts, last_t
+def _fmix(h):
+    """splitmix64's finaliser: a bijection of 64-bit words that spreads every input bit."""
+    h = (h ^ (h >> np.uint64(30))) * _M2
+    h = (h ^ (h >> np.uint64(27))) * _M3
+    return h ^ (h >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _pair_hash(k, m):
+    h = _fmix((k ^ _M3) * _M1 ^ m)
+    return h if h != np.uint64(0) else np.uint64(1)
+
+
+@njit(cache=True, nogil=True)
+def _key_find(keys, k):
+    """The slot of key k, or -1."""
+    mask = len(keys) - 1
+    s = np.int64(_fmix(k) & np.uint64(mask))
+    while keys[s].n != 0:
+        if keys[s].h == k:
+            return s
+        s = (s + 1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _key_count(keys, k):
+    s = _key_find(keys, k)
+    return keys[s].n if s >= 0 else 0
+
+
+@njit(cache=True, nogil=True)
+def _key_add(keys, k, meta):
+    """One more pair of key k (a new key takes an empty slot); returns its count."""
+    mask = len(keys) - 1
+    s = np.int64(_fmix(k) & np.uint64(mask))
+    while keys[s].n != 0:
+        if keys[s].h == k:
+            keys[s].n += 1
+            return keys[s].n
+        s = (s + 1) & mask
+    keys[s].h = k
+    keys[s].n = 1
+    meta[_N_KEYS] += 1
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _key_drop(keys, k, meta):
+    """One pair less of key k; at none, its slot is emptied (backward shift)."""
+    mask = len(keys) - 1
+    s = _key_find(keys, k)
+    keys[s].n -= 1
+    if keys[s].n != 0:
+        return
+    meta[_N_KEYS] -= 1
+    j = s
+    while True:
+        j = (j + 1) & mask
+        if keys[j].n == 0:
+            break
+        home = np.int64(_fmix(keys[j].h) & np.uint64(mask))
+        if not ((s < home <= j) if s <= j else (home > s or home <= j)):
+            keys[s] = keys[j]
+            s = j
+    keys[s].n = 0
+
+
+@njit(cache=True, nogil=True)
+def _pair_slot(pairs, h):
+    """The slot of pair hash h if it is held, else the empty slot it would take; and whether held."""
+    mask = len(pairs) - 1
+    s = np.int64(h & np.uint64(mask))
+    while pairs[s].h != np.uint64(0):
+        if pairs[s].h == h:
+            return s, True
+        s = (s + 1) & mask
+    return s, False
+
+
+@njit(cache=True, nogil=True)
+def _pair_delete(keys, pairs, meta, s, k):
+    """The pair at slot s (of key k) leaves (backward shift); its key counts one less."""
+    mask = len(pairs) - 1
+    _key_drop(keys, k, meta)
+    meta[_N_PAIRS] -= 1
+    j = s
+    while True:
+        j = (j + 1) & mask
+        h = pairs[j].h
+        if h == np.uint64(0):
+            break
+        home = np.int64(h & np.uint64(mask))
+        if not ((s < home <= j) if s <= j else (home > s or home <= j)):
+            pairs[s] = pairs[j]
+            s = j
+    pairs[s].h = 0
+
+
+@njit(cache=True, nogil=True)
+def _pop(keys, pairs, rt, rh, rk, meta):
+    """The oldest event leaves the ring; its pair too when that was its last sighting."""
+    e = meta[_HEAD]
+    meta[_HEAD] = (e + 1) & (len(rt) - 1)
+    meta[_LEN] -= 1
+    s, held = _pair_slot(pairs, rh[e])
+    if held and pairs[s].t == rt[e]:
+        _pair_delete(keys, pairs, meta, s, rk[e])
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _append(pairs, rt, rh, rk, meta, t, h, k):
+    mask = len(rt) - 1
+    if meta[_LEN] == len(rt):   # full: drop the stale events (the live ones, one per pair, fit in half)
+        e, kept = meta[_HEAD], 0
+        for r in range(meta[_LEN]):
+            src = (e + r) & mask
+            s, held = _pair_slot(pairs, rh[src])
+            if held and pairs[s].t == rt[src]:
+                dst = (e + kept) & mask
+                rt[dst], rh[dst], rk[dst] = rt[src], rh[src], rk[src]
+                kept += 1
+        meta[_LEN] = kept
+    at = (meta[_HEAD] + meta[_LEN]) & mask
+    rt[at], rh[at], rk[at] = t, h, k
+    meta[_LEN] += 1
+
+
+@njit(cache=True, nogil=True)
+def _distinct_add(keys, pairs, rt, rh, rk, meta, window, max_keys, max_members, key, member, times, closing,
+                  use, order, counts):
+    """counts[i] for the rows i with use[i], walked in `order` (by time, stable): the key's
+    distinct members seen within [t_i - window, t_i] after row i. The caller has made room for
+    one new pair and one new key per row (up to the caps) with the tables at most half full."""
+    for o in range(len(order)):
+        i = order[o]
+        if not use[i]:
+            continue
+        t, k = times[i], key[i]
+        h = _pair_hash(k, member[i])
+        since = t - window
+        while meta[_LEN] > 0 and rt[meta[_HEAD]] < since:
+            _pop(keys, pairs, rt, rh, rk, meta)
+        s, held = _pair_slot(pairs, h)
+        if closing[i]:
+            if held:
+                _pair_delete(keys, pairs, meta, s, k)
+            counts[i] = _key_count(keys, k)
+        elif held:
+            if pairs[s].t < t:
+                pairs[s].t = t
+                _append(pairs, rt, rh, rk, meta, t, h, k)
+            counts[i] = _key_count(keys, k)
+        else:
+            if meta[_N_PAIRS] >= max_members or (meta[_N_KEYS] >= max_keys and _key_find(keys, k) < 0):
+                # at a cap: the oldest sightings are forgotten first, until there is room
+                while meta[_N_PAIRS] >= max_members or (meta[_N_KEYS] >= max_keys and _key_find(keys, k) < 0):
+                    if _pop(keys, pairs, rt, rh, rk, meta):
+                        meta[_FORCED] += 1
+                s, held = _pair_slot(pairs, h)
+            pairs[s].h = h
+            pairs[s].t = t
+            meta[_N_PAIRS] += 1
+            counts[i] = _key_add(keys, k, meta)
+            _append(pairs, rt, rh, rk, meta, t, h, k)
+
+
+@njit(cache=True, nogil=True)
+def _rehash(keys, pairs, new_keys, new_pairs):
+    """The held keys and pairs into bigger tables (either may be the old one: then it is skipped)."""
+    if len(new_keys) != len(keys):
+        mask = len(new_keys) - 1
+        for s in range(len(keys)):
+            if keys[s].n != 0:
+                j = np.int64(_fmix(keys[s].h) & np.uint64(mask))
+                while new_keys[j].n != 0:
+                    j = (j + 1) & mask
+                new_keys[j] = keys[s]
+    if len(new_pairs) != len(pairs):
+        mask = len(new_pairs) - 1
+        for s in range(len(pairs)):
+            h = pairs[s].h
+            if h != np.uint64(0):
+                j = np.int64(h & np.uint64(mask))
+                while new_pairs[j].h != np.uint64(0):
+                    j = (j + 1) & mask
+                new_pairs[j] = pairs[s]
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(int(n) - 1, 1).bit_length()
+
+
+class Distinct:
+    """Distinct members per key within a sliding window of time, compiled.
+
+    `add` walks its triples in time order (stable: rows of one time in row order) and returns,
+    for each, the count at that triple's own time: the key's members last seen within
+    [t - window, t], so a record is only ever judged on what had happened by its time (a
+    replayed batch spanning minutes is judged as the live monitor would have judged it, tick by
+    tick); state carries over from batch to batch. A closing triple removes its member (a closed
+    connection stops counting). Expiry is driven by the triples' times: before a triple at t, the
+    sightings older than t - window leave, oldest first. A triple earlier than what came before
+    it (a later batch holding older times) is judged on the state as it is, and its sighting
+    leaves once the window has passed the newest time recorded before it.
+
+    Bounded: a key is freed when its last member leaves (a forged-source flood's millions of
+    one-off keys go as the window passes them). At most max_keys keys and max_members (key,
+    member) pairs are held; at either cap a new one makes room by forgetting the oldest
+    sightings first, before their time (counted in `forced`). Memory: tables at most half full,
+    about 80 bytes a pair and 32 a key at the most (default caps: about 40 MB and 8 MB)."""
+
+    def __init__(self, window: float, max_keys: int = 200_000, max_members: int = 500_000):
+        self.window = float(window)
+        self.max_keys, self.max_members = int(max_keys), int(max_members)
+        self.meta = np.zeros(5, dtype=np.int64)
+        self.keys = np.zeros(64, _KEY)
+        self.pairs = np.zeros(64, _PAIR)
+        self.rt, self.rh, self.rk = np.zeros(64), np.zeros(64, np.uint64), np.zeros(64, np.uint64)
+
+    def __len__(self) -> int:
+        """Keys held (each with at least one member inside the window)."""
+        return int(self.meta[_N_KEYS])
+
+    @property
+    def members(self) -> int:
+        """(key, member) pairs held."""
+        return int(self.meta[_N_PAIRS])
+
+    @property
+    def forced(self) -> int:
+        """Sightings forgotten before their time to stay within the caps."""
+        return int(self.meta[_FORCED])
+
+    def add(self, keys, members, times, closing=None, mask=None, order=None) -> np.ndarray:
+        """keys, members: integer arrays (hashes: see key_hashes) or sequences of hashable
+        objects (keyed by their repr; a key None is not counted). mask (optional): only these
+        rows count, the others get 0 and change nothing. order (optional): np.argsort(times,
+        kind="stable"), when the caller has it already."""
+        times = np.asarray(times, dtype=np.float64)
+        n = len(times)
+        counts = np.zeros(n, dtype=np.int64)
+        if not n:
+            return counts
+        keys, valid = _as_hashes(keys)
+        members, _ = _as_hashes(members)
+        use = valid if mask is None else (np.asarray(mask, dtype=bool) & valid)
+        rows = int(np.count_nonzero(use))
+        if not rows:
+            return counts
+        closing = np.zeros(n, dtype=bool) if closing is None else np.asarray(closing, dtype=bool)
+        if order is None:
+            order = np.argsort(times, kind="stable")
+        self._reserve(rows)
+        _distinct_add(self.keys, self.pairs, self.rt, self.rh, self.rk, self.meta, self.window, self.max_keys,
+                      self.max_members, keys, members, times, closing, use, order, counts)
+        return counts
+
+    def drop(self, key, member) -> None:
+        """Forget one member of a key (as a closing triple would, without moving time)."""
+        self.add([key], [member], [-np.inf], closing=[True])
+
+    def _reserve(self, rows: int) -> None:
+        """Room for `rows` new pairs and keys (up to the caps) with the tables at most half full;
+        the ring as long as the pair table (the live events, one per pair, fill at most half)."""
+        meta = self.meta
+        pairs = _power_of_two(2 * min(self.max_members, int(meta[_N_PAIRS]) + rows))
+        keys = _power_of_two(2 * min(self.max_keys, int(meta[_N_KEYS]) + rows))
+        if pairs > len(self.pairs) or keys > len(self.keys):   # grow four times at least, up to the caps
+            most_pairs, most_keys = _power_of_two(2 * self.max_members), _power_of_two(2 * self.max_keys)
+            new_pairs = np.zeros(min(most_pairs, max(pairs, 4 * len(self.pairs))), _PAIR) \
+                if pairs > len(self.pairs) else self.pairs
+            new_keys = np.zeros(min(most_keys, max(keys, 4 * len(self.keys))), _KEY) \
+                if keys > len(self.keys) else self.keys
+            _rehash(self.keys, self.pairs, new_keys, new_pairs)
+            self.keys, self.pairs = new_keys, new_pairs
+        if len(self.rt) < len(self.pairs):
+            size, head, length = len(self.pairs), int(meta[_HEAD]), int(meta[_LEN])
+            at = (head + np.arange(length)) & (len(self.rt) - 1)
+            rt, rh, rk = np.zeros(size), np.zeros(size, np.uint64), np.zeros(size, np.uint64)
+            rt[:length], rh[:length], rk[:length] = self.rt[at], self.rh[at], self.rk[at]
+            self.rt, self.rh, self.rk = rt, rh, rk
+            meta[_HEAD] = 0
+
+
+# --- hashing the columns ------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _text_hashes(off, data):
+    """A 64-bit hash of each text data[off[i]:off[i+1]], eight bytes a step."""
+    n = len(off) - 1
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        start, end = off[i], off[i + 1]
+        h = np.uint64(end - start) * _M1 + _M2
+        j = start
+        while j < end:
+            w = np.uint64(0)
+            for b in range(min(8, end - j)):
+                w |= np.uint64(data[j + b]) << np.uint64(8 * b)
+            h = _fmix(h ^ w) * _M1
+            j += 8
+        out[i] = _fmix(h)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _combine(a, b):
+    """The hash of the pair (a[i], b[i]) of 64-bit words (fields of a key, one at a time)."""
+    out = np.empty(len(a), dtype=np.uint64)
+    for i in range(len(a)):
+        out[i] = _fmix(a[i] * _M1 + (b[i] ^ _M3))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _group_destinations(off, data):
+    """_is_group of each text, compiled: 1 group or broadcast, 0 not, -1 not ASCII (ask Python)."""
+    n = len(off) - 1
+    out = np.zeros(n, dtype=np.int8)
+    for i in range(n):
+        start, end = off[i], off[i + 1]
+        colon, ascii_only = False, True
+        for j in range(start, end):
+            if data[j] == 58:
+                colon = True
+            if data[j] >= 128:
+                ascii_only = False
+        if not ascii_only:
+            out[i] = -1
+        elif colon:
+            if end - start >= 2 and data[start] | 32 == 102 and data[start + 1] | 32 == 102:
+                out[i] = 1
+        elif end - start >= 4 and data[end - 4] == 46 and data[end - 3] == 50 and data[end - 2] == 53 \
+                and data[end - 1] == 53:
+            out[i] = 1
+        else:
+            value, digits, j = 0, 0, start
+            while j < end and data[j] != 46:
+                if not 48 <= data[j] <= 57:
+                    digits = -1
+                    break
+                value = min(value * 10 + data[j] - 48, 1000)
+                digits += 1
+                j += 1
+            if digits > 0 and 224 <= value <= 239:
+                out[i] = 1
+    return out
+
+
+def _spans(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of an Arrow string array; nulls are the text "nan" (str() of a missing value)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = array.cast(pa.large_string())
+    if array.null_count:
+        array = pc.fill_null(array, "nan")
+    _, offsets, data = array.buffers()
+    wide = pa.types.is_large_string(array.type)
+    off = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32, count=array.offset + len(array) + 1)
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    return off[array.offset:].astype(np.int64, copy=False), data
+
+
+def _arrow_text(values) -> pa.Array:
+    """A column's text (str() of each value, as .astype(str) gives it) as Arrow strings; missing
+    values are null (hashed as "nan")."""
+    dtype = getattr(values, "dtype", None)
+    if hasattr(values, "__arrow_array__") and (isinstance(dtype, pd.StringDtype) or (
+            isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype))):
+        return pa.array(values)
+    texts = pd.Series(values).astype(str).to_numpy(dtype=object)
+    return pa.array([t if isinstance(t, str) else None for t in texts], type=pa.large_string())
+
+
+def key_hashes(texts) -> np.ndarray:
+    """64-bit hashes of texts (a sequence of str, or an Arrow string array)."""
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), type=pa.large_string())
+    return _text_hashes(*_spans(array))
+
+
+def _as_hashes(values) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hashes, valid): an integer array as it is; other values by their repr, None not valid."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False).view(np.uint64) if values.dtype.kind == "i" else \
+            values.astype(np.uint64, copy=False), np.ones(len(values), dtype=bool)
+    values = list(values)
+    valid = np.array([v is not None for v in values], dtype=bool)
+    return key_hashes([repr(v) for v in values]), valid
+
+
+def _ints(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
+
+
+_TAG_TCP, _TAG_UDP = np.uint64(0x5443500000000001), np.uint64(0x5544500000000002)
+_H_TCP, _H_UDP, _H_ICMP, _H_ICMP6, _H_FIN, _H_RST = key_hashes(["tcp", "udp", "icmp", "ipv6-icmp", "FIN", "RST"])
 
 
 @dataclass(frozen=True)
@@ -193,7 +483,11 @@ SLOW_HTTP = 2000030
 
 
 class BehaviourWatch:
-    """Per-record labels (the rule engine's shape plus technique) from behaviour over time."""
+    """Per-record labels (the rule engine's shape plus technique) from behaviour over time.
+
+    Keys and members are built as 64-bit hashes from the columns (addresses hashed from their
+    Arrow text, numbers and flags as they are); a Finding's text is made from the columns of the
+    first flagged row of each key (in row order), once per key per batch."""
 
     def __init__(self, scan_ports: int = 20, scan_hosts: int = 20, scan_seconds: float = 60.0,
                  flood_flows: int = 100, flood_seconds: float = 1.0, flood_sources: int = 50,
@@ -222,226 +516,304 @@ class BehaviourWatch:
 
     def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
         n = len(records)
-        found: list = [None] * n
+        found = np.full(n, -1, dtype=np.int64)   # per row: its Finding's number in `findings`, -1 none
+        findings: list = []
         if n:
-            cols = _columns(records)
-            self._scans(cols, found)
-            self._floods(cols, found)
-            self._brute_force(cols, found)
-            self._slow_http(cols, found)
-        return _labels(found)
+            c = _columns(records)
+            self._scans(c, found, findings)
+            self._floods(c, found, findings)
+            self._brute_force(c, found, findings)
+            self._slow_http(c, found, findings)
+        return _labels(found, findings)
 
     @staticmethod
-    def _mark(found: list, rows: np.ndarray, hit: np.ndarray, keys: list, make) -> None:
-        """found[row] = make(j) for the rows over a threshold that nothing claimed yet; one
-        Finding per key per batch (a flood flags thousands of rows with the same finding)."""
-        made: dict = {}
-        for j in np.flatnonzero(hit).tolist():
-            i = rows[j]
-            if found[i] is None:
-                key = keys[j]
-                finding = made.get(key)
-                if finding is None:
-                    finding = made[key] = make(j)
-                found[i] = finding
+    def _mark(found: np.ndarray, findings: list, hit: np.ndarray, keys: np.ndarray, make) -> None:
+        """found[row] = make(row) for the rows over a threshold that nothing claimed yet; one
+        Finding per key per batch (a flood flags thousands of rows with the same finding), made
+        from the key's first such row."""
+        rows = np.flatnonzero(hit & (found < 0))
+        if not len(rows):
+            return
+        if len(rows) == 1:
+            first, inverse = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        else:
+            _, first, inverse = np.unique(keys[rows], return_index=True, return_inverse=True)
+        base = len(findings)
+        findings += [make(int(i)) for i in rows[first].tolist()]
+        found[rows] = base + inverse.reshape(-1)
 
     # -- scans -----------------------------------------------------------------------------------
-    def _scans(self, c, found) -> None:
+    def _scans(self, c, found, findings) -> None:
         sent = c.spkts >= 1
         probe_tcp = c.tcp & sent & (c.spkts <= 3) & (c.sbytes <= 100 * c.spkts) & (c.dbytes <= 200)
         probe_udp = c.udp & sent & (c.spkts <= 2) & (c.dpkts <= 1) & ~c.multicast
+        probe = (probe_tcp | probe_udp) & ~c.multicast
+        if not probe.any():
+            return
+        # one source probing one host: TCP and UDP probes as keys of their own, in one time-ordered walk
+        keys = _combine(_combine(np.where(probe_tcp, _TAG_TCP, _TAG_UDP), c.saddr_h), c.daddr_h)
+        counts = self.ports.add(keys, _ints(c.dport), c.ltime, mask=probe, order=c.order("ltime"))
         for mask, sid, proto in ((probe_tcp, SCAN_TCP, "TCP"), (probe_udp, SCAN_UDP, "UDP")):
-            rows = np.flatnonzero(mask & ~c.multicast)
-            if not len(rows):
-                continue
-            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist()))
-            counts = self.ports.add([(proto,) + k for k in keys], c.dport[rows].tolist(), c.ltime[rows])
-
-            def scan(j, rows=rows, keys=keys, counts=counts, sid=sid, proto=proto):
-                kind = _scan_kind(int(c.sflags[rows[j]])) if proto == "TCP" else "udp"
+            def scan(i, sid=sid, proto=proto):
+                kind = _scan_kind(int(c.sflags[i])) if proto == "TCP" else "udp"
                 return Finding(sid, "Reconnaissance", "Service_Scan", "port_scan", "T1046",
-                               f"{proto} port scan ({kind}): {counts[j]} ports of {keys[j][1]} probed by {keys[j][0]} "
-                               f"within {self.ports.window:.0f} s")
-            self._mark(found, rows, counts >= self.scan_ports, keys, scan)
-        rows = np.flatnonzero((probe_tcp | probe_udp) & ~c.multicast)
-        if len(rows):
-            keys = list(zip(c.saddr[rows].tolist(), c.proto[rows].tolist(), c.dport[rows].tolist()))
-            counts = self.hosts.add(keys, c.daddr[rows].tolist(), c.ltime[rows])
+                               f"{proto} port scan ({kind}): {counts[i]} ports of {c.text('daddr', i)} probed by "
+                               f"{c.text('saddr', i)} within {self.ports.window:.0f} s")
+            self._mark(found, findings, mask & probe & (counts >= self.scan_ports), keys, scan)
+        keys = _combine(_combine(c.saddr_h, c.proto_h), _ints(c.dport))
+        counts = self.hosts.add(keys, c.daddr_h, c.ltime, mask=probe, order=c.order("ltime"))
 
-            def sweep(j):
-                source, proto, port = keys[j]
-                service = AUTH_SERVICES.get(port) if port in (22, 23, 2323) else None
-                return Finding(SWEEP, "Reconnaissance", "Service_Scan", "brute_force" if service else "port_scan",
-                               "T1110" if service else "T1046",
-                               f"{proto.upper()} sweep of port {port}{' (' + service + ')' if service else ''}: "
-                               f"{counts[j]} hosts probed by {source} within {self.hosts.window:.0f} s")
-            self._mark(found, rows, counts >= self.scan_hosts, keys, sweep)
+        def sweep(i):
+            source, proto, port = c.text("saddr", i), c.proto_text(i), int(c.dport[i])
+            service = AUTH_SERVICES.get(port) if port in (22, 23, 2323) else None
+            return Finding(SWEEP, "Reconnaissance", "Service_Scan", "brute_force" if service else "port_scan",
+                           "T1110" if service else "T1046",
+                           f"{proto.upper()} sweep of port {port}{' (' + service + ')' if service else ''}: "
+                           f"{counts[i]} hosts probed by {source} within {self.hosts.window:.0f} s")
+        self._mark(found, findings, probe & (counts >= self.scan_hosts), keys, sweep)
 
     # -- floods ----------------------------------------------------------------------------------
-    def _floods(self, c, found) -> None:
+    def _floods(self, c, found, findings) -> None:
         # one-way: nothing came back, or a TCP source that never got as far as an ACK
         one_way = (c.spkts >= 1) & ((c.dpkts == 0) | (c.tcp & ((c.sflags & _TH_ACK) == 0) & (c.spkts <= 3)))
-        rows = np.flatnonzero(one_way)
-        if len(rows):   # from one source; group destinations count too: a flood is a rate, whatever the address
-            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
-            counts = self.flows.add(keys, list(zip(c.sport[rows].tolist(), c.dport[rows].tolist())), c.stime[rows])
+        flow_keys = None
+        if one_way.any():   # from one source; group destinations count too: a flood is a rate, whatever the address
+            flow_keys = _combine(_combine(c.saddr_h, c.daddr_h), c.proto_h)
+            counts = self.flows.add(flow_keys, _combine(_ints(c.sport), _ints(c.dport)), c.stime, mask=one_way,
+                                    order=c.order("stime"))
 
-            def one_source(j):
-                source, dest, proto = keys[j]
-                return Finding(FLOOD_FLOWS, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[rows[j]])),
-                               "T1498.001", f"{proto.upper()} flood from one source: {counts[j]} one-way flows from "
-                               f"{source} to {dest} within {self.flows.window:g} s")
-            self._mark(found, rows, counts >= self.flood_flows, keys, one_source)
-        rows = np.flatnonzero(one_way & (c.smac != 0))
-        if len(rows):   # many source addresses behind one MAC, one destination: a LAN host forging sources
-            keys = list(zip(c.smac[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
-            counts = self.forged.add(keys, c.saddr[rows].tolist(), c.stime[rows])
+            def one_source(i):
+                proto = c.proto_text(i)
+                return Finding(FLOOD_FLOWS, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[i])),
+                               "T1498.001", f"{proto.upper()} flood from one source: {counts[i]} one-way flows from "
+                               f"{c.text('saddr', i)} to {c.text('daddr', i)} within {self.flows.window:g} s")
+            self._mark(found, findings, one_way & (counts >= self.flood_flows), flow_keys, one_source)
+        forging = one_way & (c.smac != 0)
+        if forging.any():   # many source addresses behind one MAC, one destination: a LAN host forging sources
+            keys = _combine(_combine(_ints(c.smac), c.daddr_h), c.proto_h)
+            counts = self.forged.add(keys, c.saddr_h, c.stime, mask=forging, order=c.order("stime"))
 
-            def forged(j):
-                _, dest, proto = keys[j]
-                return Finding(FORGED_SOURCES, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[rows[j]])),
-                               "T1498.001", f"{proto.upper()} flood with forged sources: {counts[j]} source addresses "
-                               f"behind one MAC sent one-way flows to {dest} within {self.forged.window:g} s")
-            self._mark(found, rows, counts >= self.flood_sources, keys, forged)
-        rows = np.flatnonzero(one_way & ~c.multicast)
-        if len(rows):   # many sources, one destination: forged sources or a botnet (DDoS). The
+            def forged(i):
+                proto = c.proto_text(i)
+                return Finding(FORGED_SOURCES, "DoS", proto.upper(), _flood_technique(proto, int(c.sflags[i])),
+                               "T1498.001", f"{proto.upper()} flood with forged sources: {counts[i]} source addresses "
+                               f"behind one MAC sent one-way flows to {c.text('daddr', i)} within "
+                               f"{self.forged.window:g} s")
+            self._mark(found, findings, forging & (counts >= self.flood_sources), keys, forged)
+        many = one_way & ~c.multicast
+        if many.any():   # many sources, one destination: forged sources or a botnet (DDoS). The
             # finding is about the destination: a benign client of a flooded server has one-way
             # flows too, so no source is blocked on it (blocks=False); mitigation is shaped on the victim.
-            keys = list(zip(c.daddr[rows].tolist(), c.proto[rows].tolist()))
-            sources = c.saddr[rows].tolist()
-            fast = self.sources.add(keys, sources, c.stime[rows])
-            syn = ((c.sflags[rows] & (_TH_SYN | _TH_ACK)) == _TH_SYN) & c.tcp[rows]
-            slow = self.slow_sources.add([k if s else None for k, s in zip(keys, syn.tolist())], sources,
-                                         c.stime[rows])
-            quick = fast >= self.flood_sources
+            keys = _combine(c.daddr_h, c.proto_h)
+            fast = self.sources.add(keys, c.saddr_h, c.stime, mask=many, order=c.order("stime"))
+            syn = ((c.sflags & (_TH_SYN | _TH_ACK)) == _TH_SYN) & c.tcp & many
+            slow = self.slow_sources.add(keys, c.saddr_h, c.stime, mask=syn, order=c.order("stime"))
+            quick = many & (fast >= self.flood_sources)
 
-            def many(j):
-                dest, proto = keys[j]
-                n, window = (fast[j], self.sources.window) if quick[j] else (slow[j], self.slow_sources.window)
-                reflected = proto == "udp" and int(c.sport[rows[j]]) in AMPLIFIERS
+            def many_sources(i):
+                proto = c.proto_text(i)
+                n, window = (fast[i], self.sources.window) if quick[i] else (slow[i], self.slow_sources.window)
+                reflected = proto == "udp" and int(c.sport[i]) in AMPLIFIERS
                 return Finding(FLOOD_SOURCES, "DDoS", proto.upper(),
-                               "reflection" if reflected else _flood_technique(proto, int(c.sflags[rows[j]])),
+                               "reflection" if reflected else _flood_technique(proto, int(c.sflags[i])),
                                "T1498.002" if reflected else "T1498.001",
                                f"{proto.upper()} {'reflection' if reflected else 'flood'} from many sources: "
-                               f"{n} sources sent one-way flows to {dest} within {window:g} s", blocks=False)
-            self._mark(found, rows, quick | (syn & (slow >= self.slow_flood_sources)), keys, many)
+                               f"{n} sources sent one-way flows to {c.text('daddr', i)} within {window:g} s",
+                               blocks=False)
+            self._mark(found, findings, quick | (syn & (slow >= self.slow_flood_sources)), keys, many_sources)
         # Slow reflection: unsolicited answers (a flow whose first packet is a reply) from many
         # amplifiers within a minute; a benign host only gets answers on flows it opened. Services
         # that answer multicast queries by unicast (mDNS, SSDP, WS-Discovery) are left out.
-        rows = np.flatnonzero(one_way & c.udp & np.isin(c.sport, list(SLOW_AMPLIFIERS)) & ~c.multicast)
-        if len(rows):
-            keys = c.daddr[rows].tolist()
-            counts = self.slow_answers.add(keys, c.saddr[rows].tolist(), c.stime[rows])
-            self._mark(found, rows, counts >= self.slow_reflectors, keys, lambda j: Finding(
+        answered = one_way & c.udp & _among(c.sport, _SLOW_AMPLIFIER_PORTS) & ~c.multicast
+        if answered.any():
+            counts = self.slow_answers.add(c.daddr_h, c.saddr_h, c.stime, mask=answered, order=c.order("stime"))
+            self._mark(found, findings, answered & (counts >= self.slow_reflectors), c.daddr_h, lambda i: Finding(
                 REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
-                f"UDP reflection: {counts[j]} port-{int(c.sport[rows[j]])} servers sent unsolicited answers to "
-                f"{keys[j]} within {self.slow_answers.window:g} s", blocks=False))
+                f"UDP reflection: {counts[i]} port-{int(c.sport[i])} servers sent unsolicited answers to "
+                f"{c.text('daddr', i)} within {self.slow_answers.window:g} s", blocks=False))
         # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (the record's
         # source sent nothing; its destination answered a SYN forged with the receiver's address)
         synack = (c.dflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
-        rows = np.flatnonzero(c.tcp & (c.spkts == 0) & synack & ~c.multicast)
-        if len(rows):
-            keys = c.saddr[rows].tolist()
-            members = list(zip(c.daddr[rows].tolist(), c.dport[rows].tolist(), c.dpkts[rows].tolist()))
-            counts = self.backscatter.add(keys, members, c.ltime[rows])
-            self._mark(found, rows, counts >= self.slow_reflectors * 3, keys, lambda j: Finding(
-                REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
-                f"SYN-ACK reflection: {counts[j]} unsolicited SYN-ACKs to {keys[j]} "
-                f"within {self.backscatter.window:g} s", blocks=False))
-        rows = np.flatnonzero((c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast)
-        if len(rows):   # the other side of a reflection: unsolicited answers from many hosts to one
-            keys = list(zip(c.saddr[rows].tolist(), c.proto[rows].tolist()))
-            counts = self.answers.add(keys, c.daddr[rows].tolist(), c.ltime[rows])
-            self._mark(found, rows, counts >= self.flood_sources, keys, lambda j: Finding(
-                REFLECTION, "DDoS", keys[j][1].upper(), "reflection", "T1498.002",
-                f"{keys[j][1].upper()} reflection: {counts[j]} hosts sent unsolicited answers to {keys[j][0]} "
-                f"within {self.answers.window:g} s", blocks=False))
+        backscatter = c.tcp & (c.spkts == 0) & synack & ~c.multicast
+        if backscatter.any():
+            members = _combine(_combine(c.daddr_h, _ints(c.dport)), _ints(c.dpkts))
+            counts = self.backscatter.add(c.saddr_h, members, c.ltime, mask=backscatter, order=c.order("ltime"))
+            self._mark(found, findings, backscatter & (counts >= self.slow_reflectors * 3), c.saddr_h,
+                       lambda i: Finding(REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
+                                         f"SYN-ACK reflection: {counts[i]} unsolicited SYN-ACKs to {c.text('saddr', i)} "
+                                         f"within {self.backscatter.window:g} s", blocks=False))
+        unsolicited = (c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast
+        if unsolicited.any():   # the other side of a reflection: unsolicited answers from many hosts to one
+            keys = _combine(c.saddr_h, c.proto_h)
+            counts = self.answers.add(keys, c.daddr_h, c.ltime, mask=unsolicited, order=c.order("ltime"))
+            self._mark(found, findings, unsolicited & (counts >= self.flood_sources), keys, lambda i: Finding(
+                REFLECTION, "DDoS", c.proto_text(i).upper(), "reflection", "T1498.002",
+                f"{c.proto_text(i).upper()} reflection: {counts[i]} hosts sent unsolicited answers to "
+                f"{c.text('saddr', i)} within {self.answers.window:g} s", blocks=False))
         syn_only = c.tcp & ((c.sflags & (_TH_SYN | _TH_ACK)) == _TH_SYN)
         fast = (c.spkts >= 50) & (
             (c.icmp & (c.srate > 100)) | (syn_only & (c.srate > 100))
             | (c.udp & (c.srate > 2000) & (c.dpkts * 10 < c.spkts)))
-        rows = np.flatnonzero(fast)
-        if len(rows):
-            keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.proto[rows].tolist()))
-            self._mark(found, rows, np.ones(len(rows), dtype=bool), keys, lambda j: Finding(
-                FLOOD_FLOW_RATE, "DoS", keys[j][2].upper(), _flood_technique(keys[j][2], int(c.sflags[rows[j]])),
-                "T1498.001", f"{keys[j][2].upper()} flood in one flow: {c.srate[rows[j]]:,.0f} packets/s from "
-                f"{keys[j][0]} to {keys[j][1]}"))
+        if fast.any():
+            if flow_keys is None:
+                flow_keys = _combine(_combine(c.saddr_h, c.daddr_h), c.proto_h)
+            self._mark(found, findings, fast, flow_keys, lambda i: Finding(
+                FLOOD_FLOW_RATE, "DoS", c.proto_text(i).upper(), _flood_technique(c.proto_text(i), int(c.sflags[i])),
+                "T1498.001", f"{c.proto_text(i).upper()} flood in one flow: {c.srate[i]:,.0f} packets/s from "
+                f"{c.text('saddr', i)} to {c.text('daddr', i)}"))
 
     # -- password guessing -----------------------------------------------------------------------
-    def _brute_force(self, c, found) -> None:
-        auth = c.tcp & np.isin(c.dport, list(AUTH_SERVICES)) & ~c.multicast
-        rows = np.flatnonzero(auth)
-        if not len(rows):
+    def _brute_force(self, c, found, findings) -> None:
+        auth = c.tcp & _among(c.dport, _AUTH_PORTS) & ~c.multicast
+        if not auth.any():
             return
-        keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.dport[rows].tolist()))
-        sports, starts = c.sport[rows].tolist(), c.stime[rows]
-        fast = self.sessions.add(keys, sports, starts)
-        slow = self.slow_sessions.add(keys, sports, starts)
-        quick = fast >= self.brute_sessions
+        keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
+        sports = _ints(c.sport)
+        fast = self.sessions.add(keys, sports, c.stime, mask=auth, order=c.order("stime"))
+        slow = self.slow_sessions.add(keys, sports, c.stime, mask=auth, order=c.order("stime"))
+        quick = auth & (fast >= self.brute_sessions)
 
-        def guessing(j):
-            source, dest, port = keys[j]
-            sid, n, window = (BRUTE_FORCE, fast[j], self.sessions.window) if quick[j] else \
-                (BRUTE_FORCE_SLOW, slow[j], self.slow_sessions.window)
+        def guessing(i):
+            port = int(c.dport[i])
+            sid, n, window = (BRUTE_FORCE, fast[i], self.sessions.window) if quick[i] else \
+                (BRUTE_FORCE_SLOW, slow[i], self.slow_sessions.window)
             return Finding(sid, "Theft", "BruteForce", "brute_force", "T1110",
-                           f"{AUTH_SERVICES[port]} password guessing: {n} connections from {source} to {dest}:{port} "
-                           f"within {window:.0f} s")
-        self._mark(found, rows, quick | (slow >= self.brute_slow_sessions), keys, guessing)
+                           f"{AUTH_SERVICES[port]} password guessing: {n} connections from {c.text('saddr', i)} to "
+                           f"{c.text('daddr', i)}:{port} within {window:.0f} s")
+        self._mark(found, findings, quick | (auth & (slow >= self.brute_slow_sessions)), keys, guessing)
 
     # -- slow HTTP -------------------------------------------------------------------------------
-    def _slow_http(self, c, found) -> None:
-        web = c.tcp & np.isin(c.dport, WEB_PORTS)
-        rows = np.flatnonzero(web)
-        if not len(rows):
+    def _slow_http(self, c, found, findings) -> None:
+        web = c.tcp & _among(c.dport, _WEB_PORTS)
+        if not web.any():
             return
-        keys = list(zip(c.saddr[rows].tolist(), c.daddr[rows].tolist(), c.dport[rows].tolist()))
-        closed = np.isin(c.state[rows], ("FIN", "RST")).tolist()
-        counts = self.open.add(keys, c.sport[rows].tolist(), c.ltime[rows], closed)
-        self._mark(found, rows, counts >= self.slow_http_connections, keys, lambda j: Finding(
+        keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
+        counts = self.open.add(keys, _ints(c.sport), c.ltime, closing=c.closed, mask=web, order=c.order("ltime"))
+        self._mark(found, findings, web & (counts >= self.slow_http_connections), keys, lambda i: Finding(
             SLOW_HTTP, "DoS", "HTTP", "slow_http", "T1499.002",
-            f"slow HTTP: {counts[j]} connections held open by {keys[j][0]} on {keys[j][1]}:{keys[j][2]} "
-            f"within {self.open.window:.0f} s"))
+            f"slow HTTP: {counts[i]} connections held open by {c.text('saddr', i)} on {c.text('daddr', i)}:"
+            f"{int(c.dport[i])} within {self.open.window:.0f} s"))
 
 
-@dataclass
 class _Cols:
-    proto: np.ndarray
-    saddr: np.ndarray
-    daddr: np.ndarray
-    sport: np.ndarray
-    dport: np.ndarray
-    spkts: np.ndarray
-    dpkts: np.ndarray
-    sbytes: np.ndarray
-    dbytes: np.ndarray
-    srate: np.ndarray
-    stime: np.ndarray
-    ltime: np.ndarray
-    smac: np.ndarray
-    sflags: np.ndarray
-    dflags: np.ndarray
-    state: np.ndarray
-    tcp: np.ndarray
-    udp: np.ndarray
-    icmp: np.ndarray
-    multicast: np.ndarray
+    """A batch's columns as arrays: addresses, protocol and state as hashes of their text (str() of
+    the value, as .astype(str) gives it; missing: "nan"), numbers as int64 / float64. The text of
+    a row is read back only for findings."""
+
+    def __init__(self, r: pd.DataFrame):
+        n = len(r)
+        v = _values(r, _NEEDED)
+        self.values = v
+        self.proto_h, self.saddr_h, self.daddr_h, self.state_h = (
+            _hashes(v[k]) for k in ("proto", "saddr", "daddr", "state"))
+        self.tcp = self.proto_h == _H_TCP
+        self.udp = self.proto_h == _H_UDP
+        self.icmp = (self.proto_h == _H_ICMP) | (self.proto_h == _H_ICMP6)
+        self.closed = (self.state_h == _H_FIN) | (self.state_h == _H_RST)
+        self.multicast = _groups(v["daddr"])
+        self.sport, self.dport = _port(v["sport"]), _port(v["dport"])
+        self.spkts, self.dpkts = _int64(v["spkts"]), _int64(v["dpkts"])
+        self.sbytes, self.dbytes = _int64(v["sbytes"]), _int64(v["dbytes"])
+        self.srate = np.asarray(v["srate"], dtype=np.float64)
+        self.stime, self.ltime = np.asarray(v["stime"], dtype=np.float64), np.asarray(v["ltime"], dtype=np.float64)
+        zeros = np.zeros(n, np.int64)
+        self.smac, self.sflags, self.dflags = (
+            _int64(v[k]) if k in v else zeros for k in ("smac", "sflags", "dflags"))
+        self._orders: dict = {}
+
+    def order(self, name: str) -> np.ndarray:
+        """The rows by stime or ltime (stable), once per batch for every watcher."""
+        order = self._orders.get(name)
+        if order is None:
+            order = self._orders[name] = np.argsort(getattr(self, name), kind="stable")
+        return order
+
+    def text(self, name: str, i: int) -> str:
+        value = self.values[name][i]
+        return "nan" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+    def proto_text(self, i: int) -> str:
+        return self.text("proto", i)
 
 
 def _columns(r: pd.DataFrame) -> _Cols:
-    proto = r["proto"].astype(str).to_numpy()
-    daddr = r["daddr"].astype(str).to_numpy()
-    ints = {k: pd.to_numeric(r[k], errors="coerce").fillna(-1).to_numpy(np.int64) for k in ("sport", "dport")}
-    multicast = _multicast(daddr)
-    return _Cols(proto, r["saddr"].astype(str).to_numpy(), daddr, ints["sport"], ints["dport"],
-                 r["spkts"].to_numpy(np.int64), r["dpkts"].to_numpy(np.int64), r["sbytes"].to_numpy(np.int64),
-                 r["dbytes"].to_numpy(np.int64), r["srate"].to_numpy(np.float64), r["stime"].to_numpy(np.float64),
-                 r["ltime"].to_numpy(np.float64),
-                 r["smac"].to_numpy(np.int64) if "smac" in r else np.zeros(len(r), np.int64),
-                 r["sflags"].to_numpy(np.int64) if "sflags" in r else np.zeros(len(r), np.int64),
-                 r["dflags"].to_numpy(np.int64) if "dflags" in r else np.zeros(len(r), np.int64),
-                 r["state"].astype(str).to_numpy(), proto == "tcp", proto == "udp",
-                 (proto == "icmp") | (proto == "ipv6-icmp"), multicast)
+    return _Cols(r)
+
+
+_NEEDED = ("proto", "saddr", "daddr", "sport", "dport", "spkts", "dpkts", "sbytes", "dbytes", "srate", "stime",
+           "ltime", "smac", "sflags", "dflags", "state")
+
+
+def _values(r: pd.DataFrame, names) -> dict:
+    """name -> the column's values (numpy array or pandas extension array), for the names present.
+    Read through the frame's block manager where it has one (about 1 us a column, against some
+    15 us for r[name]); r[name].array otherwise."""
+    columns = r.columns
+    present = [k for k in names if k in columns]
+    try:
+        if columns.is_unique:
+            mgr = r._mgr
+            out = {k: mgr.iget_values(columns.get_loc(k)) for k in present}
+            if all(len(a) == len(r) and getattr(a, "ndim", 1) == 1 for a in out.values()):
+                return out
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return {k: r[k].array for k in present}
+
+
+def _hashes(values) -> np.ndarray:
+    """The hash of each value's text (Arrow strings from their buffers, categories once each)."""
+    if isinstance(values, pd.Categorical):
+        categories = tuple(values.categories.tolist())
+        hashes = _CATEGORY_HASHES.get(categories)
+        if hashes is None:
+            if len(_CATEGORY_HASHES) >= 256:
+                _CATEGORY_HASHES.clear()
+            hashes = _CATEGORY_HASHES[categories] = key_hashes([str(c) for c in categories] + ["nan"])
+        codes = values.codes
+        return hashes[np.where(codes < 0, len(hashes) - 1, codes) if (codes < 0).any() else codes]
+    return _text_hashes(*_spans(_arrow_text(values)))
+
+
+_CATEGORY_HASHES: dict = {}   # the categories of a column (proto, state) -> their texts' hashes, "nan" last
+
+
+def _groups(daddr) -> np.ndarray:
+    if isinstance(daddr, pd.Categorical):
+        flags = np.array([_is_group(str(c)) for c in daddr.categories.tolist()] + [_is_group("nan")], dtype=bool)
+        return flags[np.where(daddr.codes < 0, len(flags) - 1, daddr.codes)]
+    array = _arrow_text(daddr)
+    group = _group_destinations(*_spans(array))
+    for i in np.flatnonzero(group < 0).tolist():
+        text = array[i].as_py()
+        group[i] = _is_group("nan" if text is None else text)
+    return group.astype(bool)
+
+
+def _int64(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64)
+
+
+def _port_set(ports) -> np.ndarray:
+    table = np.zeros(65536, dtype=bool)
+    table[list(ports)] = True
+    return table
+
+
+_AUTH_PORTS, _WEB_PORTS, _SLOW_AMPLIFIER_PORTS = (_port_set(p) for p in (AUTH_SERVICES, WEB_PORTS, SLOW_AMPLIFIERS))
+
+
+def _among(ports: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """np.isin(ports, the set of `table`), by a lookup (ports outside 0..65535 are in no set)."""
+    inside = (ports >= 0) & (ports < 65536)
+    return table[np.where(inside, ports, 0)] & inside
+
+
+def _port(values) -> np.ndarray:
+    """A port column as int64; what is not a number is -1."""
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        return values
+    return pd.to_numeric(pd.Series(values), errors="coerce").fillna(-1).to_numpy(np.int64)
 
 
 def _multicast(daddr: np.ndarray) -> np.ndarray:
@@ -477,13 +849,69 @@ def _flood_technique(proto: str, flags: int) -> str:
     return {"udp": "udp_flood", "icmp": "icmp_flood", "ipv6-icmp": "icmp_flood"}.get(proto, "flood")
 
 
-def _labels(found: list) -> pd.DataFrame:
-    hit = np.array([f is not None for f in found], dtype=bool)
+_LABEL_COLUMNS = ("attack", "category", "subcategory", "sid", "msg", "technique", "mitre", "blocks")
+_QUIET: dict = {}   # rows -> the labels of a batch with nothing found (copied out)
+
+
+def _labels(found: np.ndarray, findings: list) -> pd.DataFrame:
+    """The labels frame: per row its Finding's fields (found[i], -1: none), text columns as
+    categories (sorted, only the values present, as pd.Categorical of the values gives them)."""
+    n, count = len(found), len(findings)
+    if not count and n:
+        quiet = _QUIET.get(n)
+        if quiet is None:
+            quiet = _quiet(n)
+            if n <= 4096:
+                if len(_QUIET) >= 256:
+                    _QUIET.clear()
+                _QUIET[n] = quiet
+        return quiet.copy()
+    which = np.where(found < 0, count, found)
+    present = np.zeros(count + 1, dtype=bool)
+    present[which] = True
+    used = np.flatnonzero(present).tolist()
+
     def col(name, empty=""):
-        return pd.Categorical([getattr(f, name) if f is not None else empty for f in found])
-    return pd.DataFrame({
-        "attack": hit.astype(np.int64), "category": col("category", "Normal"),
-        "subcategory": col("subcategory", "Normal"),
-        "sid": np.array([f.sid if f is not None else 0 for f in found], dtype=np.int64),
-        "msg": col("msg"), "technique": col("technique"), "mitre": col("mitre"),
-        "blocks": np.array([f.blocks if f is not None else False for f in found], dtype=bool)})
+        values = [getattr(findings[u], name) if u < count else empty for u in used]
+        categories = sorted(set(values))
+        local = {v: c for c, v in enumerate(categories)}
+        codes = np.full(count + 1, -1, dtype=np.int32)
+        for u, v in zip(used, values):
+            codes[u] = local[v]
+        if not n:
+            return pd.Categorical([])
+        return pd.Categorical.from_codes(codes[which], dtype=_dtype(tuple(categories)), validate=False)
+
+    def values(name, empty, dtype):
+        return np.array([getattr(f, name) for f in findings] + [empty], dtype=dtype)[which]
+    return _frame([(found >= 0).astype(np.int64), col("category", "Normal"), col("subcategory", "Normal"),
+                   values("sid", 0, np.int64), col("msg"), col("technique"), col("mitre"),
+                   values("blocks", False, bool)], n)
+
+
+def _dtype(categories: tuple) -> pd.CategoricalDtype:
+    """The categorical dtype of these categories, kept for the next batches (messages with counts vary)."""
+    dtype = _DTYPES.get(categories)
+    if dtype is None:
+        if len(_DTYPES) >= 1024:
+            _DTYPES.clear()
+        dtype = _DTYPES[categories] = pd.CategoricalDtype(list(categories))
+    return dtype
+
+
+_DTYPES: dict = {}
+
+
+def _quiet(n: int) -> pd.DataFrame:
+    zeros = np.zeros(n, dtype=np.int8)
+    normal = pd.Categorical.from_codes(zeros, dtype=_NORMAL)
+    empty = pd.Categorical.from_codes(zeros, dtype=_EMPTY)
+    return _frame([np.zeros(n, np.int64), normal, normal, np.zeros(n, np.int64), empty, empty, empty,
+                   np.zeros(n, bool)], n)
+
+
+def _frame(columns: list, n: int) -> pd.DataFrame:
+    return pd.DataFrame(dict(zip(_LABEL_COLUMNS, columns)), index=pd.RangeIndex(n))
+
+
+_NORMAL, _EMPTY = pd.CategoricalDtype(["Normal"]), pd.CategoricalDtype([""])

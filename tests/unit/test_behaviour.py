@@ -1,7 +1,10 @@
 """Behaviour over time (iadm/detection/behaviour.py) on crafted traffic: each watcher fires at its
 threshold and not one below, judged at each record's own time, and benign look-alikes stay quiet."""
+from collections import deque
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from iadm.capture.batch import Batch
 from iadm.detection import behaviour as b
@@ -34,6 +37,106 @@ def test_distinct_counts_each_triple_at_its_own_time():
     assert counts.tolist() == [1, 2, 2, 1]          # by t=20 the first three are out of the window
     assert d.add([("a",)], [4], [21.0]).tolist() == [2]
     assert d.add([("a",)] * 2, [4, 4], [22.0, 23.0], closing=[False, True]).tolist() == [2, 1]
+
+
+class ReferenceDistinct:
+    """The Python Distinct the compiled one replaced, in its plain form: per key a dict of
+    members -> last seen and a deque of events, the triples of a batch walked in time order
+    (stable), keys without a recent event swept at most once a window. The compiled Distinct
+    must count exactly as this does whenever batches follow one another in time."""
+
+    def __init__(self, window: float, max_keys: int = 200_000):
+        self.window = window
+        self.max_keys = max_keys
+        self.keys: dict = {}
+        self.swept_at = -np.inf
+
+    def add(self, keys: list, members: list, times, closing=None) -> np.ndarray:
+        n = len(keys)
+        counts = np.zeros(n, dtype=np.int64)
+        if not n:
+            return counts
+        t_list = np.asarray(times, dtype=np.float64).tolist()
+        never = float("-inf")
+        for i in sorted(range(n), key=t_list.__getitem__):
+            key = keys[i]
+            if key is None:
+                continue
+            member, t = members[i], t_list[i]
+            last, events = self.keys.setdefault(key, ({}, deque()))
+            since = t - self.window
+            while events and events[0][0] < since:
+                t0, m0 = events.popleft()
+                if last.get(m0) == t0:
+                    del last[m0]
+            if closing is not None and closing[i]:
+                last.pop(member, None)
+            elif last.get(member, never) < t:
+                last[member] = t
+                events.append((t, member))
+            counts[i] = len(last)
+        self._sweep(max(t_list))
+        return counts
+
+    def _sweep(self, now: float) -> None:
+        if now - self.swept_at < self.window and len(self.keys) < self.max_keys:
+            return
+        since = now - self.window
+        self.keys = {k: v for k, v in self.keys.items() if v[1] and v[1][-1][0] >= since}
+        if len(self.keys) >= self.max_keys:
+            newest = sorted(self.keys, key=lambda k: self.keys[k][1][-1][0], reverse=True)
+            self.keys = {k: self.keys[k] for k in newest[: self.max_keys // 2]}
+        self.swept_at = now
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_distinct_counts_as_the_python_reference(seed):
+    """Random triples in several batches (out of order within a batch, ties, closings, keys None,
+    batches longer than the window, a gap), to the reference, to Distinct as objects and to
+    Distinct as hashes with a mask: the same counts, triple for triple."""
+    rng = np.random.default_rng(seed)
+    window = float(rng.choice([0.5, 1.0, 2.5]))
+    reference, objects, hashed = ReferenceDistinct(window), Distinct(window), Distinct(window)
+    codes: dict = {}
+    pool = [("10.0.0.%d" % a, int(p)) for a in range(4) for p in (22, 80)] + ["solo", 7]
+    start = 1_700_000_000.0
+    for batch in range(10):
+        n = int(rng.integers(0, 120))
+        span = float(rng.choice([0.25, 1.0, 4.0]))
+        times = start + np.round(rng.uniform(0, span, n) * 4) / 4   # quarter seconds: ties, exact edges
+        keys = [None if rng.random() < 0.1 else pool[int(rng.integers(len(pool)))] for _ in range(n)]
+        members = [int(m) if rng.random() < 0.7 else ("m", int(m)) for m in rng.integers(0, 12, n)]
+        closing = rng.random(n) < 0.15
+        want = reference.add(keys, members, times, closing)
+        assert objects.add(keys, members, times, closing).tolist() == want.tolist()
+        ints = np.array([codes.setdefault(k, len(codes)) if k is not None else -1 for k in keys], dtype=np.int64)
+        member_ints = np.array([codes.setdefault(("member", m), len(codes)) for m in members], dtype=np.int64)
+        got = hashed.add(ints, member_ints, times, closing, mask=ints >= 0)
+        assert got.tolist() == want.tolist()
+        start = (times.max() if n else start) + float(rng.choice([0.0, 0.25, 10.0]))   # in time, now and then a gap
+
+
+def test_distinct_frees_one_off_keys_and_holds_its_caps():
+    d = Distinct(window=1.0)
+    for tick in range(50):   # a forged-source flood: 2,000 new sources every 0.1 s, each seen once
+        keys = np.arange(tick * 2000, (tick + 1) * 2000, dtype=np.int64)
+        assert (d.add(keys, np.zeros(2000, np.int64), np.full(2000, tick * 0.1)) == 1).all()
+    assert len(d) <= 11 * 2000 and d.members == len(d) and d.forced == 0   # only the last second is held
+    d.add([1], [1], [100.0])
+    assert len(d) == 1 and d.members == 1                                  # the window passed: all freed
+    capped = Distinct(window=100.0, max_keys=1000, max_members=1500)
+    counts = capped.add(np.arange(5000, dtype=np.int64), np.zeros(5000, np.int64), np.arange(5000) * 0.01)
+    assert (counts == 1).all() and len(capped) == 1000 and capped.forced == 4000   # the oldest forgotten first
+    counts = capped.add(np.full(600, 4999, np.int64), np.arange(600, dtype=np.int64), np.full(600, 50.0))
+    assert counts[-1] == 600 and capped.members == 1500     # at the pair cap, the other keys' old sightings go
+    assert len(capped) == 1 + 1500 - 600 and capped.forced == 4000 + 99
+
+
+def test_group_destinations_compiled_as_in_python():
+    texts = ["224.0.0.251", "239.255.255.250", "240.0.0.1", "223.1.1.1", "0224.1.2.3", "10.0.0.255", "255.255.255.255",
+             "ff02::fb", "FF05::2", "fe80::1", "2001:db8::ff", "10.0.0.2", "", "nan", "a.b", "２２４.0.0.1", "224"]
+    got = b._groups(pd.array(texts, dtype="str"))
+    assert got.tolist() == [b._is_group(t) for t in texts]
 
 
 def scan(ports, flags=SYN, src="10.0.0.9", dst="10.0.0.2", t0=T0, step=0.01):
