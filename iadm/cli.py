@@ -11,14 +11,25 @@ from iadm.config import ConfigError, load_controller_config
 
 def _api_client(args):
     from iadm.sdn.client import VerdictClient
-    config = load_controller_config(args.config)
+    config = load_controller_config(installed_config(args.config, "controller.toml"))
     url = args.url or f"http://{config.api_host}:{config.api_port}"
     return VerdictClient(url, config.api_token)
 
 
+ETC = "/etc/iadm"
+
+
+def installed_config(given: str | None, name: str) -> str | None:
+    """--config when given, else what deploy/install put in /etc/iadm (a gateway), else None."""
+    if given:
+        return given
+    path = os.path.join(ETC, name)
+    return path if os.path.isfile(path) else None
+
+
 def cmd_controller(args) -> int:
     from iadm.sdn import launcher
-    launcher.run(load_controller_config(args.config), args.framework)
+    launcher.run(load_controller_config(installed_config(args.config, "controller.toml")), args.framework)
     return 0
 
 
@@ -89,8 +100,10 @@ def cmd_features(args) -> int:
 
 
 def cmd_monitor(args) -> int:
-    """Without --config: records (and rule labels) only. With it: the full detection path."""
+    """Without a config (--config, or /etc/iadm/monitor.toml on a gateway): records (and rule
+    labels) only. With one: the full detection path."""
     from iadm.monitor import watch
+    args.config = installed_config(args.config, "monitor.toml")
     if not args.config:
         watch({"iface": args.iface, "pcap": args.pcap}, records_path=args.records, duration=args.duration,
               status_every=args.status_every, labeller=_labeller(args, watch=True), **_flow_options(args))

@@ -101,3 +101,27 @@ def test_wrong_content_type_unknown_route_and_method(api):
 def test_server_refuses_to_start_without_token(gateway):
     with pytest.raises(ValueError, match="token"):
         VerdictServer(("127.0.0.1", 0), gateway.core, "")
+
+
+def test_the_client_keeps_one_connection_and_survives_its_loss(api):
+    """The monitor's client reuses one kept-alive connection for its verdicts; when that connection
+    is gone (the server closes idle ones), the next call is made on a new one, once."""
+    import socket
+
+    from iadm.sdn.client import ApiError, VerdictClient
+    gateway, port = api
+    client = VerdictClient(f"http://127.0.0.1:{port}", TOKEN)
+    client.health()
+    sock = client._conn.sock
+    for i in range(20):
+        client.verdict(action="block", src_ip=f"10.0.1.{i + 1}", duration=30)
+    assert client._conn.sock is sock and len(gateway.core.blocks()) == 20
+    sock.shutdown(socket.SHUT_RDWR)                 # the connection dies under the client
+    assert client.health()["switches"] is not None and client._conn.sock is not sock
+    with pytest.raises(ApiError) as err:
+        client.verdict(action="block", src_ip="10.0.0.253")    # allowlisted: a 403 with the server's words
+    assert err.value.status == 403 and "allowlisted" in str(err.value)
+    client.close()
+    dead = VerdictClient("http://127.0.0.1:9", TOKEN, timeout=0.5)
+    with pytest.raises(OSError):
+        dead.health()

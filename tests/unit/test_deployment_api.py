@@ -312,12 +312,3 @@ def test_sequential_verdicts_on_one_connection_stay_fast(tmp_path):
 def test_operator_requests_on_one_connection_stay_fast():
     figures = measure_operator(stallers=40, sequential=300)
     assert figures["beside_max_ms"] < 500 and figures["p99_ms"] < 50, figures
-
-
-if __name__ == "__main__":
-    import tempfile
-    for api, figures in (("verdict API, POST /v1/verdicts", measure(Path(tempfile.mkdtemp()))),
-                         ("operator API, GET /metrics", measure_operator())):
-        print(api)
-        for name, value in figures.items():
-            print(f"  {name:18} {value:.2f}" if isinstance(value, float) else f"  {name:18} {value}")

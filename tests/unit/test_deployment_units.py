@@ -75,3 +75,14 @@ def test_install_lays_the_files_and_an_upgrade_keeps_the_operators(tmp_path):
     assert (root / "etc/iadm/tokens.env").read_text() == tokens
     bad = subprocess.run(run + ["--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
+
+
+def test_commands_find_the_installed_config_without_config(tmp_path, monkeypatch):
+    """On a gateway (deploy/install), `iadm controller`, `iadm verdict` and `iadm monitor` find their
+    TOML in /etc/iadm when no --config is given; --config still wins; elsewhere nothing is assumed."""
+    from iadm import cli
+    monkeypatch.setattr(cli, "ETC", str(tmp_path))
+    assert cli.installed_config(None, "controller.toml") is None
+    (tmp_path / "controller.toml").write_text("[api]\nport = 8181\n")
+    assert cli.installed_config(None, "controller.toml") == str(tmp_path / "controller.toml")
+    assert cli.installed_config("mine.toml", "controller.toml") == "mine.toml"
