@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 AUTH_SERVICES = {21: "ftp", 22: "ssh", 23: "telnet", 2323: "telnet", 3389: "rdp", 5900: "vnc", 1883: "mqtt",
                  110: "pop3", 143: "imap", 389: "ldap", 3306: "mysql", 5432: "postgresql"}
@@ -52,6 +55,7 @@ _TH_FIN, _TH_SYN, _TH_RST, _TH_PSH, _TH_ACK, _TH_URG = 0x01, 0x02, 0x04, 0x08, 0
 # meta: keys, pairs, ring head, ring length, sightings forgotten early at a cap.
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _N_KEYS, _N_PAIRS, _HEAD, _LEN, _FORCED = range(5)
+_AHEAD = 16   # rows (and events) ahead whose slots are prefetched
 _PAIR = np.dtype([("h", np.uint64), ("t", np.float64)])
 _KEY = np.dtype([("h", np.uint64), ("n", np.int64)])
 
@@ -62,6 +66,23 @@ def _fmix(h):
     h = (h ^ (h >> np.uint64(30))) * _M2
     h = (h ^ (h >> np.uint64(27))) * _M3
     return h ^ (h >> np.uint64(31))
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """A hint to bring array[index] into the cache (llvm.prefetch; no effect on results)."""
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
 
 
 @njit(cache=True, nogil=True)
@@ -193,7 +214,14 @@ def _distinct_add(keys, pairs, rt, rh, rk, meta, window, max_keys, max_members, 
     """counts[i] for the rows i with use[i], walked in `order` (by time, stable): the key's
     distinct members seen within [t_i - window, t_i] after row i. The caller has made room for
     one new pair and one new key per row (up to the caps) with the tables at most half full."""
-    for o in range(len(order)):
+    n = len(order)
+    pmask, kmask, rmask = len(pairs) - 1, len(keys) - 1, len(rt) - 1
+    for o in range(n):
+        if o + _AHEAD < n:   # the slots a later row will probe, on their way into the cache
+            j = order[o + _AHEAD]
+            if use[j]:
+                _prefetch(pairs, np.int64(_pair_hash(key[j], member[j]) & np.uint64(pmask)))
+                _prefetch(keys, np.int64(_fmix(key[j]) & np.uint64(kmask)))
         i = order[o]
         if not use[i]:
             continue
@@ -201,6 +229,10 @@ def _distinct_add(keys, pairs, rt, rh, rk, meta, window, max_keys, max_members, 
         h = _pair_hash(k, member[i])
         since = t - window
         while meta[_LEN] > 0 and rt[meta[_HEAD]] < since:
+            if meta[_LEN] > _AHEAD:
+                e = (meta[_HEAD] + _AHEAD) & rmask
+                _prefetch(pairs, np.int64(rh[e] & np.uint64(pmask)))
+                _prefetch(keys, np.int64(_fmix(rk[e]) & np.uint64(kmask)))
             _pop(keys, pairs, rt, rh, rk, meta)
         s, held = _pair_slot(pairs, h)
         if closing[i]:
@@ -232,6 +264,8 @@ def _rehash(keys, pairs, new_keys, new_pairs):
     if len(new_keys) != len(keys):
         mask = len(new_keys) - 1
         for s in range(len(keys)):
+            if s + _AHEAD < len(keys):
+                _prefetch(new_keys, np.int64(_fmix(keys[s + _AHEAD].h) & np.uint64(mask)))
             if keys[s].n != 0:
                 j = np.int64(_fmix(keys[s].h) & np.uint64(mask))
                 while new_keys[j].n != 0:
@@ -240,6 +274,8 @@ def _rehash(keys, pairs, new_keys, new_pairs):
     if len(new_pairs) != len(pairs):
         mask = len(new_pairs) - 1
         for s in range(len(pairs)):
+            if s + _AHEAD < len(pairs):
+                _prefetch(new_pairs, np.int64(pairs[s + _AHEAD].h & np.uint64(mask)))
             h = pairs[s].h
             if h != np.uint64(0):
                 j = np.int64(h & np.uint64(mask))
@@ -312,9 +348,18 @@ class Distinct:
         closing = np.zeros(n, dtype=bool) if closing is None else np.asarray(closing, dtype=bool)
         if order is None:
             order = np.argsort(times, kind="stable")
-        self._reserve(rows)
-        _distinct_add(self.keys, self.pairs, self.rt, self.rh, self.rk, self.meta, self.window, self.max_keys,
-                      self.max_members, keys, members, times, closing, use, order, counts)
+        return self.count(keys, members, times, use, order, closing, rows)
+
+    def count(self, keys: np.ndarray, members: np.ndarray, times: np.ndarray, use: np.ndarray, order: np.ndarray,
+              closing: np.ndarray, rows: int | None = None) -> np.ndarray:
+        """add() on arrays as they are: uint64 keys and members, float64 times, bool use and
+        closing, the int64 time order (the watchers' path: no conversions)."""
+        counts = np.zeros(len(times), dtype=np.int64)
+        rows = int(np.count_nonzero(use)) if rows is None else rows
+        if rows:
+            self._reserve(rows)
+            _distinct_add(self.keys, self.pairs, self.rt, self.rh, self.rk, self.meta, self.window, self.max_keys,
+                          self.max_members, keys, members, times, closing, use, order, counts)
         return counts
 
     def drop(self, key, member) -> None:
@@ -552,7 +597,7 @@ class BehaviourWatch:
             return
         # one source probing one host: TCP and UDP probes as keys of their own, in one time-ordered walk
         keys = _combine(_combine(np.where(probe_tcp, _TAG_TCP, _TAG_UDP), c.saddr_h), c.daddr_h)
-        counts = self.ports.add(keys, _ints(c.dport), c.ltime, mask=probe, order=c.order("ltime"))
+        counts = self.ports.count(keys, _ints(c.dport), c.ltime, probe, c.order("ltime"), c.never)
         for mask, sid, proto in ((probe_tcp, SCAN_TCP, "TCP"), (probe_udp, SCAN_UDP, "UDP")):
             def scan(i, sid=sid, proto=proto):
                 kind = _scan_kind(int(c.sflags[i])) if proto == "TCP" else "udp"
@@ -561,7 +606,7 @@ class BehaviourWatch:
                                f"{c.text('saddr', i)} within {self.ports.window:.0f} s")
             self._mark(found, findings, mask & probe & (counts >= self.scan_ports), keys, scan)
         keys = _combine(_combine(c.saddr_h, c.proto_h), _ints(c.dport))
-        counts = self.hosts.add(keys, c.daddr_h, c.ltime, mask=probe, order=c.order("ltime"))
+        counts = self.hosts.count(keys, c.daddr_h, c.ltime, probe, c.order("ltime"), c.never)
 
         def sweep(i):
             source, proto, port = c.text("saddr", i), c.proto_text(i), int(c.dport[i])
@@ -579,8 +624,8 @@ class BehaviourWatch:
         flow_keys = None
         if one_way.any():   # from one source; group destinations count too: a flood is a rate, whatever the address
             flow_keys = _combine(_combine(c.saddr_h, c.daddr_h), c.proto_h)
-            counts = self.flows.add(flow_keys, _combine(_ints(c.sport), _ints(c.dport)), c.stime, mask=one_way,
-                                    order=c.order("stime"))
+            counts = self.flows.count(flow_keys, _combine(_ints(c.sport), _ints(c.dport)), c.stime, one_way,
+                                      c.order("stime"), c.never)
 
             def one_source(i):
                 proto = c.proto_text(i)
@@ -591,7 +636,7 @@ class BehaviourWatch:
         forging = one_way & (c.smac != 0)
         if forging.any():   # many source addresses behind one MAC, one destination: a LAN host forging sources
             keys = _combine(_combine(_ints(c.smac), c.daddr_h), c.proto_h)
-            counts = self.forged.add(keys, c.saddr_h, c.stime, mask=forging, order=c.order("stime"))
+            counts = self.forged.count(keys, c.saddr_h, c.stime, forging, c.order("stime"), c.never)
 
             def forged(i):
                 proto = c.proto_text(i)
@@ -605,9 +650,9 @@ class BehaviourWatch:
             # finding is about the destination: a benign client of a flooded server has one-way
             # flows too, so no source is blocked on it (blocks=False); mitigation is shaped on the victim.
             keys = _combine(c.daddr_h, c.proto_h)
-            fast = self.sources.add(keys, c.saddr_h, c.stime, mask=many, order=c.order("stime"))
+            fast = self.sources.count(keys, c.saddr_h, c.stime, many, c.order("stime"), c.never)
             syn = ((c.sflags & (_TH_SYN | _TH_ACK)) == _TH_SYN) & c.tcp & many
-            slow = self.slow_sources.add(keys, c.saddr_h, c.stime, mask=syn, order=c.order("stime"))
+            slow = self.slow_sources.count(keys, c.saddr_h, c.stime, syn, c.order("stime"), c.never)
             quick = many & (fast >= self.flood_sources)
 
             def many_sources(i):
@@ -626,7 +671,7 @@ class BehaviourWatch:
         # that answer multicast queries by unicast (mDNS, SSDP, WS-Discovery) are left out.
         answered = one_way & c.udp & _among(c.sport, _SLOW_AMPLIFIER_PORTS) & ~c.multicast
         if answered.any():
-            counts = self.slow_answers.add(c.daddr_h, c.saddr_h, c.stime, mask=answered, order=c.order("stime"))
+            counts = self.slow_answers.count(c.daddr_h, c.saddr_h, c.stime, answered, c.order("stime"), c.never)
             self._mark(found, findings, answered & (counts >= self.slow_reflectors), c.daddr_h, lambda i: Finding(
                 REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
                 f"UDP reflection: {counts[i]} port-{int(c.sport[i])} servers sent unsolicited answers to "
@@ -637,7 +682,7 @@ class BehaviourWatch:
         backscatter = c.tcp & (c.spkts == 0) & synack & ~c.multicast
         if backscatter.any():
             members = _combine(_combine(c.daddr_h, _ints(c.dport)), _ints(c.dpkts))
-            counts = self.backscatter.add(c.saddr_h, members, c.ltime, mask=backscatter, order=c.order("ltime"))
+            counts = self.backscatter.count(c.saddr_h, members, c.ltime, backscatter, c.order("ltime"), c.never)
             self._mark(found, findings, backscatter & (counts >= self.slow_reflectors * 3), c.saddr_h,
                        lambda i: Finding(REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
                                          f"SYN-ACK reflection: {counts[i]} unsolicited SYN-ACKs to {c.text('saddr', i)} "
@@ -645,7 +690,7 @@ class BehaviourWatch:
         unsolicited = (c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast
         if unsolicited.any():   # the other side of a reflection: unsolicited answers from many hosts to one
             keys = _combine(c.saddr_h, c.proto_h)
-            counts = self.answers.add(keys, c.daddr_h, c.ltime, mask=unsolicited, order=c.order("ltime"))
+            counts = self.answers.count(keys, c.daddr_h, c.ltime, unsolicited, c.order("ltime"), c.never)
             self._mark(found, findings, unsolicited & (counts >= self.flood_sources), keys, lambda i: Finding(
                 REFLECTION, "DDoS", c.proto_text(i).upper(), "reflection", "T1498.002",
                 f"{c.proto_text(i).upper()} reflection: {counts[i]} hosts sent unsolicited answers to "
@@ -669,8 +714,8 @@ class BehaviourWatch:
             return
         keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
         sports = _ints(c.sport)
-        fast = self.sessions.add(keys, sports, c.stime, mask=auth, order=c.order("stime"))
-        slow = self.slow_sessions.add(keys, sports, c.stime, mask=auth, order=c.order("stime"))
+        fast = self.sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
+        slow = self.slow_sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
         quick = auth & (fast >= self.brute_sessions)
 
         def guessing(i):
@@ -688,7 +733,7 @@ class BehaviourWatch:
         if not web.any():
             return
         keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
-        counts = self.open.add(keys, _ints(c.sport), c.ltime, closing=c.closed, mask=web, order=c.order("ltime"))
+        counts = self.open.count(keys, _ints(c.sport), c.ltime, web, c.order("ltime"), c.closed)
         self._mark(found, findings, web & (counts >= self.slow_http_connections), keys, lambda i: Finding(
             SLOW_HTTP, "DoS", "HTTP", "slow_http", "T1499.002",
             f"slow HTTP: {counts[i]} connections held open by {c.text('saddr', i)} on {c.text('daddr', i)}:"
@@ -716,6 +761,7 @@ class _Cols:
         self.sbytes, self.dbytes = _int64(v["sbytes"]), _int64(v["dbytes"])
         self.srate = np.asarray(v["srate"], dtype=np.float64)
         self.stime, self.ltime = np.asarray(v["stime"], dtype=np.float64), np.asarray(v["ltime"], dtype=np.float64)
+        self.never = np.zeros(n, dtype=bool)   # no row closes its member
         zeros = np.zeros(n, np.int64)
         self.smac, self.sflags, self.dflags = (
             _int64(v[k]) if k in v else zeros for k in ("smac", "sflags", "dflags"))
@@ -895,7 +941,7 @@ def _dtype(categories: tuple) -> pd.CategoricalDtype:
     if dtype is None:
         if len(_DTYPES) >= 1024:
             _DTYPES.clear()
-        dtype = _DTYPES[categories] = pd.CategoricalDtype(list(categories))
+        dtype = _DTYPES[categories] = pd.CategoricalDtype(pd.Index(list(categories)))   # the Index first: half the cost
     return dtype
 
 
