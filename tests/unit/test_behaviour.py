@@ -245,3 +245,8 @@ def test_fusion_gives_the_behaviours_label_and_marks_findings_about_the_destinat
 def test_group_destinations_are_not_probes():
     assert b._multicast(np.array(["224.0.0.251", "10.0.0.255", "ff02::fb", "10.0.0.2", "2001:db8::1"])).tolist() == \
         [True, True, True, False, False]
+
+
+def test_warm_up_compiles_every_watcher_on_crafted_records():
+    assert b.warm_up() < 60.0
+    assert not BehaviourWatch()(records(scan(range(1, 5)))).attack.any()
