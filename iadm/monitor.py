@@ -141,6 +141,8 @@ def watch(source, records_path: str | None = None, duration: float | None = None
     if labeller is not None and labeller.inspectors:
         from iadm.inspect import warm_up as warm_up_inspectors
         took += warm_up_inspectors()
+    if labeller is not None:
+        took += labeller.detector.warm_up()
     if took > 1.0:
         print(f"compiled the monitor's kernels in {took:.1f} s (first run only: cached after)", file=stream,
               flush=True)

@@ -100,7 +100,13 @@ def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: in
     cleanup(topo_module.SWITCH)
     net = Mininet(topo=topo_module.GatewayTopo(devices=devices, attackers=attackers),
                   controller=None, autoSetMacs=False, build=False, waitConnected=False)
-    net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=controller_port)
+    class Remote(RemoteController):
+        def checkListening(self):
+            """Mininet probes the port with telnet and decodes what comes back as UTF-8; an
+            OpenFlow controller answers with a binary HELLO, which crashes the probe. Whether the
+            switch got connected is what waitConnected below checks."""
+
+    net.addController("c0", controller=Remote, ip="127.0.0.1", port=controller_port)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         net.build()
