@@ -4,7 +4,7 @@ Stalled connections (a partial request, then nothing), a client dribbling one
 byte at a time, a crowd larger than the connection cap, a body that never
 comes, keep-alive. Real sockets on loopback.
 
-Run as a script, it prints the figures the README quotes:
+scripts/bench_api.py prints the figures the README quotes, with this file's measuring code:
     .venv/bin/python tests/unit/test_deployment_api.py
 """
 import http.client
