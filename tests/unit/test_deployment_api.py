@@ -5,7 +5,7 @@ byte at a time, a crowd larger than the connection cap, a body that never
 comes, keep-alive. Real sockets on loopback.
 
 scripts/bench_api.py prints the figures the README quotes, with this file's measuring code:
-    .venv/bin/python tests/unit/test_deployment_api.py
+    .venv/bin/python scripts/bench_api.py
 """
 import http.client
 import json
