@@ -42,6 +42,7 @@ def warm_up() -> float:
     window); returns the seconds it took. Numba compiles on first use (about 8 s the very
     first time, then from its cache): a live monitor does this before it opens the capture,
     so that the first attack it sees does not wait for a compiler."""
+    import dataclasses
     import time
 
     from iadm.capture.batch import Batch
@@ -50,8 +51,11 @@ def warm_up() -> float:
     frames = [frame("10.0.0.1", "10.0.0.2", 6, 40000, 80, 0x02), frame("10.0.0.2", "10.0.0.1", 6, 80, 40000, 0x12),
               frame("10.0.0.1", "10.0.0.2", 17, 40001, 53, payload=20), frame("10.0.0.1", "10.0.0.2", 1, 7)]
     pipe = FeaturePipeline(status_interval=0.1)
-    for t0 in (0.0, 0.5):
-        pipe.push(Batch.from_frames(frames, [1_000_000.0 + t0 + 0.01 * i for i in range(len(frames))]))
+    for t0 in (0.0, 0.5, 1.0):
+        batch = Batch.from_frames(frames, [1_000_000.0 + t0 + 0.01 * i for i in range(len(frames))])
+        # numba compiles per array type, and a read-only buffer (bytes, as here) is another type
+        # than the live ring's writable one: warm both, or the first live batch compiles again
+        pipe.push(batch if t0 < 1.0 else dataclasses.replace(batch, buf=batch.buf.copy()))
     pipe.finish()
     return time.monotonic() - start
 
