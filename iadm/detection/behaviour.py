@@ -916,23 +916,32 @@ def _flood_technique(proto: str, flags: int) -> str:
 
 
 def warm_up() -> float:
-    """Run a few crafted records through every watcher, so that numba compiles (about 4 s the
-    very first time, then some 30 ms from its cache) before the first live batch; returns the
-    seconds it took. The watcher used is thrown away."""
+    """Compile every watcher's kernels before the first live batch (numba compiles on first use:
+    seconds, during which a flood would overflow the capture ring; about 12 s the very first
+    time, then from its cache). The records come through the flow pipeline from crafted packets,
+    so they have the live records' dtypes; the watcher is thrown away, so none of them enters a
+    real one's state. Returns the seconds it took."""
     import time
+
+    from iadm.capture.batch import Batch
+    from iadm.flows.pipeline import FeaturePipeline
+    from iadm.synth import frame
     start = time.monotonic()
-    rows = [  # proto, saddr, daddr, sport, dport, spkts, dpkts, sflags, dflags, srate, state
-        ("tcp", "10.0.0.9", "10.0.0.2", 40000, 22, 1, 0, _TH_SYN, 0, 0.0, "REQ"),
-        ("udp", "10.0.0.7", "10.0.0.2", 53, 40001, 1, 0, 0, 0, 0.0, "INT"),
-        ("tcp", "10.0.0.3", "10.0.0.9", 80, 40002, 0, 1, 0, _TH_SYN | _TH_ACK, 0.0, "RST"),
-        ("tcp", "10.0.0.9", "10.0.0.2", 40003, 80, 4, 4, _TH_SYN | _TH_ACK, _TH_ACK, 0.0, "FIN"),
-        ("icmp", "10.0.0.9", "224.0.0.251", 8, 0, 60, 0, 0, 0, 500.0, "ECO")]
-    frame = pd.DataFrame(rows, columns=["proto", "saddr", "daddr", "sport", "dport", "spkts", "dpkts", "sflags",
-                                        "dflags", "srate", "state"])
-    frame = frame.assign(proto=frame["proto"].astype("category"), state=frame["state"].astype("category"),
-                         sbytes=frame["spkts"] * 60, dbytes=frame["dpkts"] * 60, stime=1_000_000.0,
-                         ltime=1_000_000.05, smac=np.int64(0x65))
-    BehaviourWatch()(frame)
+    t0 = 1_000_000.0
+    packets = [(t0 + i * 1e-4, frame(f"198.51.{i // 250}.{i % 250 + 1}", "10.0.0.2", 6, 1024 + i, 80, _TH_SYN,
+                                     smac="02:00:00:00:00:65")) for i in range(600)]        # forged SYNs
+    packets += [(t0 + 0.1 + i * 1e-3, frame("10.0.0.9", "10.0.0.3", 6, 40000 + i, 1 + i, _TH_SYN))
+                for i in range(40)]                                                     # a scan
+    packets += [(t0 + 0.2 + i * 1e-3, frame("10.0.0.9", "10.0.0.3", 6, 41000 + i, 80, _TH_FIN | _TH_ACK))
+                for i in range(40)]                                                     # closing web conns
+    packets += [(t0 + 0.3 + i * 1e-3, frame("10.0.0.8", "10.0.0.3", 17, 53, 30000 + i, payload=100))
+                for i in range(40)]                                                     # unsolicited answers
+    pipe = FeaturePipeline(status_interval=0.1)
+    frames = pipe.push(Batch.from_frames([f for _, f in packets], [t for t, _ in packets])) + pipe.finish()
+    watcher = BehaviourWatch()
+    for records in frames:
+        if len(records):
+            watcher(records.reset_index(drop=True))
     Distinct(1.0).add(np.arange(200, dtype=np.int64), np.zeros(200, np.int64), np.zeros(200))   # tables grow
     return time.monotonic() - start
 

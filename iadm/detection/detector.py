@@ -38,33 +38,11 @@ class Detector:
         return self.baseline(records, verdicts) if self.baseline is not None else verdicts
 
     def warm_up(self) -> float:
-        """Compile the behaviour watchers' kernels before a live capture starts (numba compiles on
-        first use: seconds, during which a flood would overflow the capture ring), on a throwaway
-        watcher of the same kind so that no crafted record enters the real one's state."""
+        """Compile the behaviour watchers before a live capture starts (iadm.detection.behaviour.warm_up)."""
         if self.behaviour is None:
             return 0.0
-        import time
-
-        from iadm.capture.batch import Batch
-        from iadm.flows.pipeline import FeaturePipeline
-        from iadm.synth import frame
-        start = time.monotonic()
-        t0 = 1_000_000.0
-        packets = [(t0 + i * 1e-4, frame(f"198.51.{i // 250}.{i % 250 + 1}", "10.0.0.2", 6, 1024 + i, 80, 0x02,
-                                         smac="02:00:00:00:00:65")) for i in range(600)]        # forged SYNs
-        packets += [(t0 + 0.1 + i * 1e-3, frame("10.0.0.9", "10.0.0.3", 6, 40000 + i, 1 + i, 0x02))
-                    for i in range(40)]                                                     # a scan
-        packets += [(t0 + 0.2 + i * 1e-3, frame("10.0.0.9", "10.0.0.3", 6, 41000 + i, 80, 0x11))
-                    for i in range(40)]                                                     # closing web conns
-        packets += [(t0 + 0.3 + i * 1e-3, frame("10.0.0.8", "10.0.0.3", 17, 53, 30000 + i, payload=100))
-                    for i in range(40)]                                                     # unsolicited answers
-        pipe = FeaturePipeline(status_interval=0.1)
-        frames = pipe.push(Batch.from_frames([f for _, f in packets], [t for t, _ in packets])) + pipe.finish()
-        throwaway = type(self.behaviour)()
-        for records in frames:
-            if len(records):
-                throwaway(records.reset_index(drop=True))
-        return time.monotonic() - start
+        from iadm.detection.behaviour import warm_up
+        return warm_up()
 
     def _ask_model(self, records, rules, zscore, behaviour) -> pd.DataFrame:
         """The model's word where it can matter: on records the Z-score flags and nothing else

@@ -39,6 +39,7 @@ from iadm.inspect.finding import format_mac
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
+MAX_SOURCES_TRACKED = 65536   # MACs whose public sources are remembered
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Responder:
         self.shaped_rate_pps = shaped_rate_pps   # the rate a flood's shape is limited to
         self.gateway_id = gateway_id             # EVE's "host": which gateway saw it (a fleet's collector keys on it)
         self.public_sources: dict[str, set] = {}   # MAC -> public source addresses seen (up to a few)
+        self._window_sids_of: tuple = (None, [])
+        self._column_cache: dict = {}
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
         self.verdicts_by: dict[tuple, int] = {}   # (source, category) -> verdicts sent, for the metrics
@@ -94,6 +97,7 @@ class Responder:
         if not attack.any():
             return []
         records = records.reset_index(drop=True)
+        self._column_cache = {}
         self.replay_now = max(self.replay_now, float(records["ltime"].max()))
         self.counts["attack_records"] += int(attack.sum())
         source = verdicts["source"].to_numpy(dtype=str)
@@ -124,11 +128,16 @@ class Responder:
                 attacker_ids[about] = "to " + victims[about]
         ids, who = np.unique(attacker_ids.astype(str), return_inverse=True)
         totals = np.bincount(who, minlength=len(ids))
-        self._learn_sources(ids, who, records)
         ltime = records["ltime"].to_numpy(dtype=np.float64)
+        saddr = records["saddr"].astype(str).to_numpy()
+        # each attacker's rows by one sort (a MAC flood brings thousands of attackers a batch)
+        order = np.argsort(who, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(totals)[:-1]))
         events = []
         for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
-            mine = np.flatnonzero(attack & (who == k))
+            rows = order[starts[k]:starts[k] + totals[k]]
+            mine = rows[attack[rows]]
+            self._learn_sources(str(ids[k]), saddr[rows])
             # Replayed, "now" is when the evidence was there: the time of the attacker's
             # min_records-th acting record in this frame (else its first attack record).
             act = np.sort(ltime[mine[acting[mine]]])
@@ -170,13 +179,25 @@ class Responder:
             events.append(self._alert(attacker, state, records, verdicts, rows, rows[:1], now, verdict))
         return events
 
+    def _columns(self, frame) -> "_Columns":
+        """A frame's columns as arrays, taken once per batch: an alert line reads a dozen cells of a
+        row, and a pandas cell costs some 40 µs (a MAC flood makes thousands of lines a batch)."""
+        cols = self._column_cache.get(id(frame))
+        if cols is None or cols.frame is not frame:
+            cols = self._column_cache[id(frame)] = _Columns(frame)
+        return cols
+
     def _window_sids(self) -> list | None:
-        """Sids of rules on window features; None when the rules are unknown (then every rule hit needs the share)."""
+        """Sids of rules on window features; None when the rules are unknown (then every rule hit
+        needs the share). Worked out once per rule set (a reload brings a new one)."""
         if self.detector is None:
             return None
-        from iadm.flows.records import WINDOW_COLUMNS
-        return [r.sid for r in self.detector.engine.ruleset.rules
-                if any(p.feature in WINDOW_COLUMNS for p in r.predicates)]
+        ruleset = self.detector.engine.ruleset
+        if self._window_sids_of[0] is not ruleset:
+            from iadm.flows.records import WINDOW_COLUMNS
+            self._window_sids_of = (ruleset, [r.sid for r in ruleset.rules
+                                              if any(p.feature in WINDOW_COLUMNS for p in r.predicates)])
+        return self._window_sids_of[1]
 
     def findings(self, found: list) -> list[dict]:
         """Packet inspectors' findings (iadm/inspect): one alert line per attacker and signature per
@@ -234,17 +255,23 @@ class Responder:
         return (not self.uplink.routers and not self.uplink.no_uplink
                 and len(self.public_sources.get(attacker, ())) >= PUBLIC_SOURCES)
 
-    def _learn_sources(self, ids, who, records) -> None:
-        """Public source addresses seen behind each MAC (a few are enough to tell)."""
+    def _learn_sources(self, mac: str, addresses: np.ndarray) -> None:
+        """Public source addresses seen behind an attacking MAC (a few are enough to tell); only
+        while no router is known, the one case shared() asks."""
+        if (":" not in mac or mac.startswith("to ") or self.uplink is None or self.uplink.routers
+                or self.uplink.no_uplink):
+            return
         from iadm.detection.uplink import is_public
-        saddr = records["saddr"].astype(str).to_numpy()
-        for k, mac in enumerate(ids.tolist()):
-            seen = self.public_sources.setdefault(mac, set())
-            if ":" not in mac or len(seen) >= PUBLIC_SOURCES:
-                continue
-            for addr in set(saddr[who == k].tolist()):
-                if len(seen) < PUBLIC_SOURCES and is_public(addr):
-                    seen.add(addr)
+        seen = self.public_sources.get(mac)
+        if seen is None:
+            if len(self.public_sources) >= MAX_SOURCES_TRACKED:   # a random-MAC flood: start over
+                self.public_sources.clear()
+            seen = self.public_sources[mac] = set()
+        for addr in dict.fromkeys(addresses[:256].tolist()):
+            if len(seen) >= PUBLIC_SOURCES:
+                break
+            if is_public(addr):
+                seen.add(addr)
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
                 total: int, acting: int, at: float | None = None, certain: int = 0,
@@ -292,13 +319,14 @@ class Responder:
 
     def _send(self, attacker: str, records, verdicts, rows, now: float) -> dict:
         row = rows[0]
-        category = f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}".rstrip("/")
-        said = verdicts["rule_msg"].iat[row] if _strong(verdicts["source"].iat[row]) else ""
-        reason = f"{category}: {said or 'model ' + str(verdicts['model_label'].iat[row])}"
-        source = f"iadm-monitor {verdicts['source'].iat[row]}" + (
-            f" sid {int(verdicts['rule_sid'].iat[row])}" if _strong(verdicts["source"].iat[row]) else "")
-        return self._request(attacker, reason, source, str(verdicts["category"].iat[row]),
-                             str(verdicts["source"].iat[row]), now)
+        V = self._columns(verdicts)
+        category = f"{V['category'][row]}/{V['subcategory'][row]}".rstrip("/")
+        said = V["rule_msg"][row] if _strong(V["source"][row]) else ""
+        reason = f"{category}: {said or 'model ' + str(V['model_label'][row])}"
+        source = f"iadm-monitor {V['source'][row]}" + (
+            f" sid {int(V['rule_sid'][row])}" if _strong(V["source"][row]) else "")
+        return self._request(attacker, reason, source, str(V["category"][row]),
+                             str(V["source"][row]), now)
 
     def _request(self, attacker, reason: str, source: str, category: str, who: str, now: float,
                  action: str = "block", **extra) -> dict:
@@ -321,38 +349,39 @@ class Responder:
                 "installed_on": doc.get("installed_on", [])}
 
     def _alert(self, attacker, state, records, verdicts, mine, by_rule, now, verdict) -> dict:
-        row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(verdicts["model_score"].to_numpy()[mine])])
-        sid = int(verdicts["rule_sid"].iat[row]) if _strong(verdicts["source"].iat[row]) else 0
+        R, V = self._columns(records), self._columns(verdicts)
+        row = int(by_rule[0]) if len(by_rule) else int(mine[np.argmax(V["model_score"][mine])])
+        sid = int(V["rule_sid"][row]) if _strong(V["source"][row]) else 0
         state.sids[sid] = now
         rule = self.detector.rule(sid) if (self.detector and sid) else None
         standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
         blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
-        score = verdicts["model_score"].iat[row]
+        score = V["model_score"][row]
         event = {
             "timestamp": eve_timestamp(now), "event_type": "alert", "host": self.gateway_id or None,
-            "flow_id": int(records["pkSeqID"].iat[row]) if "pkSeqID" in records else None,
-            "src_ip": str(records["saddr"].iat[row]), "src_port": _port(records["sport"].iat[row]),
-            "dest_ip": str(records["daddr"].iat[row]), "dest_port": _port(records["dport"].iat[row]),
-            "proto": str(records["proto"].iat[row]).upper(),
+            "flow_id": int(R["pkSeqID"][row]) if "pkSeqID" in R else None,
+            "src_ip": str(R["saddr"][row]), "src_port": _port(R["sport"][row]),
+            "dest_ip": str(R["daddr"][row]), "dest_port": _port(R["dport"][row]),
+            "proto": str(R["proto"][row]).upper(),
             "src_mac": attacker if ":" in attacker and not attacker.startswith("to ") else None,
             "alert": {"action": "blocked" if blocked else "allowed", "gid": 1, "signature_id": sid,
                       "rev": rule.rev if rule else 0,
-                      "signature": _signature(verdicts, row, sid, self.model_name),
-                      "category": str(verdicts["category"].iat[row]),
+                      "signature": _signature(V, row, sid, self.model_name),
+                      "category": str(V["category"][row]),
                       "severity": rule.priority if rule else (2 if sid else 3),
-                      **_metadata(verdicts, row)},
-            "verdict_source": str(verdicts["source"].iat[row]),
-            "subcategory": str(verdicts["subcategory"].iat[row]),
-            "model": {"name": self.model_name, "label": str(verdicts["model_label"].iat[row]),
+                      **_metadata(V, row)},
+            "verdict_source": str(V["source"][row]),
+            "subcategory": str(V["subcategory"][row]),
+            "model": {"name": self.model_name, "label": str(V["model_label"][row]),
                       "score": None if np.isnan(score) else round(float(score), 4)},
-            "zscore": _finite(verdicts["zscore"].iat[row]) if "zscore" in verdicts else None,
-            "features": {p.feature: _number(records[p.feature].iat[row]) for p in rule.predicates
-                         if p.feature in records} if rule else {},
-            "flow": {"stime": float(records["stime"].iat[row]), "ltime": float(records["ltime"].iat[row]),
-                     "pkts": int(records["pkts"].iat[row]), "bytes": int(records["bytes"].iat[row]),
-                     "state": str(records["state"].iat[row])},
+            "zscore": _finite(V["zscore"][row]) if "zscore" in V else None,
+            "features": {p.feature: _number(R[p.feature][row]) for p in rule.predicates
+                         if p.feature in R} if rule else {},
+            "flow": {"stime": float(R["stime"][row]), "ltime": float(R["ltime"][row]),
+                     "pkts": int(R["pkts"][row]), "bytes": int(R["bytes"][row]),
+                     "state": str(R["state"][row])},
             "records": state.unreported,
-            "first_seen": float(records["stime"].to_numpy()[mine].min()),
+            "first_seen": float(R["stime"][mine].min()),
         }
         if verdict is not None:
             event["verdict"] = verdict
@@ -361,6 +390,23 @@ class Responder:
         self.counts["alerts"] += 1
         state.last_alert, state.unreported = now, 0
         return event
+
+
+class _Columns:
+    """Columns of a frame as numpy arrays, each taken on first use."""
+
+    def __init__(self, frame):
+        self.frame = frame
+        self.arrays: dict = {}
+
+    def __getitem__(self, name):
+        array = self.arrays.get(name)
+        if array is None:
+            array = self.arrays[name] = self.frame[name].to_numpy()
+        return array
+
+    def __contains__(self, name) -> bool:
+        return name in self.frame
 
 
 _IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
@@ -396,8 +442,8 @@ def _attack_shape(rows: pd.DataFrame, victim: str) -> dict | None:
 
 def _metadata(verdicts, row: int) -> dict:
     """Suricata's alert.metadata (lists of strings, as ET rules carry mitre_technique_id)."""
-    technique = str(verdicts["technique"].iat[row]) if "technique" in verdicts else ""
-    mitre = str(verdicts["mitre"].iat[row]) if "mitre" in verdicts else ""
+    technique = str(verdicts["technique"][row]) if "technique" in verdicts else ""
+    mitre = str(verdicts["mitre"][row]) if "mitre" in verdicts else ""
     meta = {k: [v] for k, v in (("technique", technique), ("mitre_technique_id", mitre)) if v}
     return {"metadata": meta} if meta else {}
 
@@ -427,10 +473,10 @@ def _port(value):
 
 def _signature(verdicts, row: int, sid: int, model_name: str) -> str:
     if sid:
-        return str(verdicts["rule_msg"].iat[row])
-    if "model" in verdicts["source"].iat[row]:
-        return f"model {model_name}: {verdicts['model_label'].iat[row]} (score {verdicts['model_score'].iat[row]:.2f})"
-    return f"z-score anomaly in {verdicts['subcategory'].iat[row]}: |z| = {verdicts['zscore'].iat[row]:.1f}"
+        return str(verdicts["rule_msg"][row])
+    if "model" in verdicts["source"][row]:
+        return f"model {model_name}: {verdicts['model_label'][row]} (score {verdicts['model_score'][row]:.2f})"
+    return f"z-score anomaly in {verdicts['subcategory'][row]}: |z| = {verdicts['zscore'][row]:.1f}"
 
 
 def _finite(value):
