@@ -87,6 +87,23 @@ def _terminated(*_signal_args):
 
 
 @contextlib.contextmanager
+def wait_for_api(proc, client, timeout: float, what: str, log_path) -> None:
+    """Until the verdict API of a starting process answers; a RuntimeError with the tail of its log
+    when the process exits first or the API stays silent for `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; log: {log_path}\n"
+                               + Path(log_path).read_text(errors="replace")[-3000:])
+        try:
+            client().health()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what}'s API not up within {timeout}s; log: {log_path}\n"
+                       + Path(log_path).read_text(errors="replace")[-3000:])
+
+
 def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20,
                     management: bool = False):
     """The reference topology, started, connected to the controller at 127.0.0.1:controller_port;
@@ -168,18 +185,12 @@ class ControllerProcess:
             [self.python, "-m", "iadm.cli", "controller", "--config", str(self.config_path),
              "--framework", self.framework], stdout=log, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if k != "IADM_API_TOKEN"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited with {self.proc.returncode}; log: {self.log_path}\n"
-                                   + self.log_path.read_text()[-3000:])
-            try:
-                self.client().health()
-                return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"controller API not up within {timeout}s; log: {self.log_path}")
+        try:
+            wait_for_api(self.proc, self.client, timeout, "controller", self.log_path)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no clean-up at all, as in a crash."""

@@ -13,7 +13,7 @@ import pytest
 from labtools import flow_packets, ping
 
 from iadm.sdn.client import VerdictClient
-from iadm.testbed import ROOT, free_port, gateway_network
+from iadm.testbed import ROOT, free_port, gateway_network, wait_for_api
 
 RYU_MANAGER = ROOT / ".venv-ryu" / "bin" / "ryu-manager"
 TOKEN = "ryu-manager-token"
@@ -63,17 +63,12 @@ class RyuManager:
     def start(self, timeout: float = 30) -> "RyuManager":
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=open(self.log_path, "ab"),
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ryu-manager exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                self.client().health()
-                return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"the app's API did not answer within {timeout} s:\n{self.log()[-3000:]}")
+        try:
+            wait_for_api(self.proc, self.client, timeout, "ryu-manager", self.log_path)
+        except RuntimeError as exc:
+            self.stop()
+            raise AssertionError(str(exc)) from None
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
