@@ -86,7 +86,6 @@ def _terminated(*_signal_args):
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
 def wait_for_api(proc, client, timeout: float, what: str, log_path) -> None:
     """Until the verdict API of a starting process answers; a RuntimeError with the tail of its log
     when the process exits first or the API stays silent for `timeout` seconds."""
@@ -104,6 +103,7 @@ def wait_for_api(proc, client, timeout: float, what: str, log_path) -> None:
                        + Path(log_path).read_text(errors="replace")[-3000:])
 
 
+@contextlib.contextmanager
 def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20,
                     management: bool = False):
     """The reference topology, started, connected to the controller at 127.0.0.1:controller_port;
