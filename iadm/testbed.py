@@ -8,6 +8,7 @@ so it is safe on a gateway that has bridges of its own.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import signal
@@ -26,6 +27,26 @@ TOPOLOGY_FILE = ROOT / "topology" / "gateway.py"
 # a gateway's management network; nothing on it is bridged to the switch.
 MGMT_CONTROLLER, MGMT_MONITOR, MGMT_PREFIX = "169.254.66.1", "169.254.66.2", 30
 MGMT_ROOT_IFACE, MGMT_MONITOR_IFACE = "iadm-mgmt0", "mgmt0"
+
+# One reference topology per machine: it has fixed switch and host names, and
+# starting one cleans up what another left, so a second run (a test beside the
+# demo, two test runs) waits for the first instead of tearing it down.
+TOPOLOGY_LOCK = "/run/lock/iadm-topology.lock"
+
+
+@contextlib.contextmanager
+def topology_lock(path: str = TOPOLOGY_LOCK):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"iadm: another reference topology is running ({path}); waiting for it", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_topology():
@@ -109,12 +130,18 @@ def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: in
     """The reference topology, started, connected to the controller at 127.0.0.1:controller_port;
     with `management`, the monitor host gets the far end of management_link()."""
     from mininet.log import setLogLevel
-    from mininet.net import Mininet
-    from mininet.node import RemoteController
 
     setLogLevel(os.environ.get("IADM_MININET_LOG", "warning"))
     topo_module = load_topology()
-    cleanup(topo_module.SWITCH)
+    with topology_lock():
+        cleanup(topo_module.SWITCH)
+        yield from _started_network(topo_module, controller_port, devices, attackers, wait, management)
+
+
+def _started_network(topo_module, controller_port, devices, attackers, wait, management):
+    from mininet.net import Mininet
+    from mininet.node import RemoteController
+
     net = Mininet(topo=topo_module.GatewayTopo(devices=devices, attackers=attackers),
                   controller=None, autoSetMacs=False, build=False, waitConnected=False)
     class Remote(RemoteController):
