@@ -14,6 +14,7 @@ between lines, so no line is split or lost; readers follow the rename.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -30,13 +31,18 @@ def parse_timestamp(text: str) -> float:
 
 
 class AlertLog:
-    def __init__(self, path: str, max_bytes: int = 64 << 20, keep: int = 5):
+    """The file, and the sinks that take each event after it is written (the console's alert store,
+    the fleet's publisher): the file stays the record of truth, so a sink that fails loses nothing
+    the file does not have, and a sink never stops the line from being written."""
+
+    def __init__(self, path: str, max_bytes: int = 64 << 20, keep: int = 5, sinks=()):
         if max_bytes < 4096 or keep < 1:
             raise ValueError("an alert log needs max_bytes >= 4096 and keep >= 1")
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
         self.lines = 0
+        self.sinks = list(sinks)
         self._lock = threading.Lock()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._fh = open(path, "ab", buffering=0)
@@ -48,6 +54,12 @@ class AlertLog:
                 self._rotate()
             self._fh.write(line)
             self.lines += 1
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:   # noqa: BLE001 - a broken sink must not stop detection; the file has the event
+                logging.getLogger("iadm.alerts").exception("alert sink %r failed; the event is in %s",
+                                                           sink, self.path)
 
     def _rotate(self) -> None:
         self._fh.close()

@@ -104,3 +104,19 @@ def test_follow_sees_lines_across_a_rotation(tmp_path):
     log.close()
     assert len(log_files(path)) > 1
     assert seen == [1000 + i for i in range(80)]
+
+
+def test_sinks_take_each_event_after_the_file_and_a_failing_sink_loses_nothing(tmp_path, caplog):
+    from iadm.alerts.log import AlertLog, read_events
+    taken = []
+
+    def broken(event):
+        raise RuntimeError("store is down")
+
+    log = AlertLog(str(tmp_path / "eve.json"), sinks=[broken, taken.append])
+    log.write({"event_type": "alert", "n": 1})
+    log.write({"event_type": "alert", "n": 2})
+    log.close()
+    assert [e["n"] for e in taken] == [1, 2]
+    assert [e["n"] for e in read_events(str(tmp_path / "eve.json"))] == [1, 2]
+    assert "store is down" in caplog.text
