@@ -114,8 +114,9 @@ def test_sinks_take_each_event_after_the_file_and_a_failing_sink_loses_nothing(t
         raise RuntimeError("store is down")
 
     log = AlertLog(str(tmp_path / "eve.json"), sinks=[broken, taken.append])
-    log.write({"event_type": "alert", "n": 1})
-    log.write({"event_type": "alert", "n": 2})
+    stamp = "2026-12-02T05:00:00.000000+0000"
+    log.write({"timestamp": stamp, "event_type": "alert", "n": 1})
+    log.write({"timestamp": stamp, "event_type": "alert", "n": 2})
     log.close()
     assert [e["n"] for e in taken] == [1, 2]
     assert [e["n"] for e in read_events(str(tmp_path / "eve.json"))] == [1, 2]
