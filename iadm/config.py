@@ -15,6 +15,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ControllerConfig:
+    gateway_id: str = ""            # this gateway's name in events; "" = the host name
     ofp_host: str = "127.0.0.1"
     ofp_port: int = 6653
     monitor_port: int | str | None = None
@@ -29,10 +30,43 @@ class ControllerConfig:
     api_port: int = 8181
     api_token: str = ""
     log_file: str | None = None
+    fleet: "FleetConfig" = field(default_factory=lambda: FleetConfig())
+
+
+@dataclass
+class FleetConfig:
+    """Events to Redis Streams and shared blocks (docs/fleet.md); off by default."""
+    enabled: bool = False
+    redis_server: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str = ""        # or IADM_REDIS_PASSWORD in the environment, which wins
+    redis_tls: bool = False
+    key: str = "iadm:events"        # the stream events are added to
+    maxlen: int = 1_000_000         # XADD MAXLEN ~
+    spool: str = "/var/lib/iadm/fleet-spool"   # events kept while Redis does not answer
+    spool_max_bytes: int = 256 << 20
+    shared_blocks: str = "off"      # what this gateway does with another's block offer: off | alert | block
+    shared_block_seconds: int = 600
+
+
+_FLEET_SCHEMA = {
+    "fleet.enabled": ("enabled", bool, None),
+    "fleet.redis_server": ("redis_server", str, lambda v: bool(v)),
+    "fleet.redis_port": ("redis_port", int, lambda v: 1 <= v <= 65535),
+    "fleet.redis_password": ("redis_password", str, None),
+    "fleet.redis_tls": ("redis_tls", bool, None),
+    "fleet.key": ("key", str, lambda v: 0 < len(v) <= 200),
+    "fleet.maxlen": ("maxlen", int, lambda v: v >= 1000),
+    "fleet.spool": ("spool", str, lambda v: bool(v)),
+    "fleet.spool_max_bytes": ("spool_max_bytes", int, lambda v: v >= 1 << 20),
+    "fleet.shared_blocks": ("shared_blocks", str, lambda v: v in ("off", "alert", "block")),
+    "fleet.shared_block_seconds": ("shared_block_seconds", int, lambda v: 1 <= v <= 0xFFFF),
+}
 
 
 _SCHEMA = {
     # key in the file: (attribute, accepted types, check or None)
+    "gateway.id": ("gateway_id", str, lambda v: 0 < len(v) <= 64),
     "openflow.host": ("ofp_host", str, None),
     "openflow.port": ("ofp_port", int, lambda v: 1 <= v <= 65535),
     "openflow.monitor_port": ("monitor_port", (int, str), lambda v: not isinstance(v, int) or v >= 1),
@@ -61,10 +95,20 @@ def read_toml(path: str) -> dict:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _load(path: str | None, schema: dict, config):
+def _load(path: str | None, schema: dict, config, sections: dict | None = None):
+    """sections: {name: (schema, object)} for sections read into their own object (fleet)."""
     if not path:
         return config
     doc = read_toml(path)
+    for section, values in doc.items():
+        if section in (sections or {}):
+            _load_doc(path, {section: values}, *sections[section])
+            continue
+        _load_doc(path, {section: values}, schema, config)
+    return config
+
+
+def _load_doc(path: str, doc: dict, schema: dict, config) -> None:
     for section, values in doc.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: {section!r} must be a [section]")
@@ -77,11 +121,12 @@ def _load(path: str | None, schema: dict, config):
                     or (check and not check(value))):
                 raise ConfigError(f"{path}: {name} has a bad value {value!r}")
             setattr(config, attr, value)
-    return config
 
 
 def load_controller_config(path: str | None) -> ControllerConfig:
-    config = _load(path, _SCHEMA, ControllerConfig())
+    config = ControllerConfig()
+    _load(path, _SCHEMA, config, {"fleet": (_FLEET_SCHEMA, config.fleet)})
+    _fleet_environment(config.fleet)
     config.api_token = os.environ.get("IADM_API_TOKEN", config.api_token)
     if not config.api_token:
         raise ConfigError(f"{path or 'defaults'}: api.token is empty and IADM_API_TOKEN is not set")
@@ -122,6 +167,13 @@ class MonitorConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 8282
     api_token: str = ""
+    console: bool = True            # the operator console in the browser, on the operator API's port
+    console_store: str = "/var/lib/iadm/alerts.sqlite"   # the alert store: a SQLite path or postgresql://...
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+
+
+def _fleet_environment(fleet: FleetConfig) -> None:
+    fleet.redis_password = os.environ.get("IADM_REDIS_PASSWORD", fleet.redis_password)
 
 
 def _positive(v):
@@ -160,12 +212,16 @@ _MONITOR_SCHEMA = {
     "api.host": ("api_host", str, None),
     "api.port": ("api_port", int, lambda v: 0 <= v <= 65535),
     "api.token": ("api_token", str, None),
+    "console.enabled": ("console", bool, None),
+    "console.store": ("console_store", str, lambda v: bool(v)),
 }
 
 
 def load_monitor_config(path: str | None) -> MonitorConfig:
     """Relative paths are relative to the working directory; IADM_API_TOKEN wins over verdicts.token."""
-    config = _load(path, _MONITOR_SCHEMA, MonitorConfig())
+    config = MonitorConfig()
+    _load(path, _MONITOR_SCHEMA, config, {"fleet": (_FLEET_SCHEMA, config.fleet)})
+    _fleet_environment(config.fleet)
     config.verdict_token = os.environ.get("IADM_API_TOKEN", config.verdict_token)
     if config.verdict_url and not config.verdict_token:
         raise ConfigError(f"{path}: verdicts.url is set but verdicts.token is empty and IADM_API_TOKEN is not set")

@@ -57,3 +57,23 @@ def test_shipped_monitor_config_loads_and_needs_its_tokens(tmp_path, monkeypatch
     path = write(tmp_path, "[zscore]\ntolerance = 9\n")
     with pytest.raises(ConfigError, match="zscore.tolerance"):
         load_monitor_config(path)
+
+
+def test_fleet_and_console_sections_are_checked_key_by_key(tmp_path, monkeypatch):
+    from iadm.config import ConfigError, load_controller_config, load_monitor_config
+    path = tmp_path / "monitor.toml"
+    path.write_text('[api]\ntoken = "t"\n[console]\nstore = "a.sqlite"\n'
+                    '[fleet]\nenabled = true\nredis_port = 6380\nshared_blocks = "block"\n')
+    monkeypatch.setenv("IADM_REDIS_PASSWORD", "from-env")
+    config = load_monitor_config(str(path))
+    assert (config.console_store, config.fleet.enabled, config.fleet.redis_port, config.fleet.shared_blocks,
+            config.fleet.redis_password) == ("a.sqlite", True, 6380, "block", "from-env")
+    path.write_text('[api]\ntoken = "t"\n[fleet]\nshared_blocks = "sometimes"\n')
+    with pytest.raises(ConfigError, match="fleet.shared_blocks has a bad value"):
+        load_monitor_config(str(path))
+    path.write_text('[api]\ntoken = "t"\n[fleet]\nredis_host = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key 'fleet.redis_host'"):
+        load_controller_config(str(path))
+    path.write_text('[api]\ntoken = "t"\n[gateway]\nid = "shop-3"\n[fleet]\nenabled = true\n')
+    controller = load_controller_config(str(path))
+    assert (controller.gateway_id, controller.fleet.enabled, controller.fleet.shared_blocks) == ("shop-3", True, "off")
