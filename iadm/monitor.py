@@ -89,8 +89,8 @@ class Labeller:
             self.responder(frame, verdicts)
         for observe in self.observers:
             observe(frame, verdicts)
-        return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"].to_numpy(),
-                            subcategory=verdicts["subcategory"].to_numpy(), rule_sid=verdicts["rule_sid"].to_numpy())
+        return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"],
+                            subcategory=verdicts["subcategory"], rule_sid=verdicts["rule_sid"].to_numpy())
 
 
 def _labelled(frame, labeller):

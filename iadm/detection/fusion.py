@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iadm.columns import object_frame, objects
+
 
 def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "attack",
          zscore: pd.DataFrame | None = None, behaviour: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -34,17 +36,19 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
     wins: it names what the source did over time (a null scan, not one null probe)."""
     rule_attack = rules["attack"].to_numpy(dtype=bool)
     blank = np.full(len(rules), "", dtype=object)
-    technique = rules["technique"].to_numpy(dtype=object) if "technique" in rules else blank
-    mitre = rules["mitre"].to_numpy(dtype=object) if "mitre" in rules else blank
+    technique = objects(rules["technique"]) if "technique" in rules else blank
+    mitre = objects(rules["mitre"]) if "mitre" in rules else blank
+    text = {name: objects(rules[name]) for name in ("category", "subcategory", "msg")}
+    sid = rules["sid"].to_numpy()
     if behaviour is not None:
         seen = behaviour["attack"].to_numpy(dtype=bool)
         rule_attack = rule_attack & ~seen
         if seen.any():
-            rules = rules.copy()
-            for name in ("category", "subcategory", "msg", "sid"):
-                rules[name] = np.where(seen, behaviour[name].to_numpy(dtype=object), rules[name].to_numpy(dtype=object))
-            technique = np.where(seen, behaviour["technique"].to_numpy(dtype=object), technique)
-            mitre = np.where(seen, behaviour["mitre"].to_numpy(dtype=object), mitre)
+            for name in text:
+                text[name] = np.where(seen, objects(behaviour[name]), text[name])
+            sid = np.where(seen, behaviour["sid"].to_numpy(), sid)
+            technique = np.where(seen, objects(behaviour["technique"]), technique)
+            mitre = np.where(seen, objects(behaviour["mitre"]), mitre)
         about_destination = seen & ~behaviour["blocks"].to_numpy(dtype=bool) if "blocks" in behaviour else \
             np.zeros(len(rules), dtype=bool)
     else:
@@ -57,9 +61,9 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
         if len(model) != len(rules):
             raise ValueError(f"{len(rules)} rule labels but {len(model)} model predictions")
         model_attack = model["attack"].to_numpy(dtype=bool)
-        model_label = model["label"].astype(str).to_numpy(dtype=object)
+        model_label = objects(model["label"])
         score = model["score"].to_numpy(dtype=float)
-    passed = (rules["action"].astype(str).to_numpy() == "pass") if "action" in rules else np.zeros(len(rules), bool)
+    passed = (objects(rules["action"]) == "pass") if "action" in rules else np.zeros(len(rules), bool)
     model_attack = model_attack & ~passed
     if zscore is not None:
         z_attack = zscore["zscore_attack"].to_numpy(dtype=bool) & ~passed
@@ -77,14 +81,14 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
     attack = rule_attack | heard
 
     model_category = model_label if model_target == "category" else np.full(len(rules), "Attack", dtype=object)
-    category = np.select([rule_attack, heard], [rules["category"].to_numpy(dtype=object), model_category], "Normal")
-    subcategory = np.select([rule_attack, heard], [rules["subcategory"].to_numpy(dtype=object), ""], "Normal")
+    category = np.select([rule_attack, heard], [text["category"], model_category], "Normal")
+    subcategory = np.select([rule_attack, heard], [text["subcategory"], ""], "Normal")
 
     # who said so, as one of a few strings (no per-row string building)
     code = (rule_attack & ~by_behaviour) * 1 + by_behaviour * 2 + model_attack * 4 + z_attack * 8
     source = _SOURCES[code]
-    return pd.DataFrame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
-                         "source": source, "rule_sid": rules["sid"].to_numpy(), "rule_msg": rules["msg"].to_numpy(),
+    return object_frame({"attack": attack.astype(np.int64), "category": category, "subcategory": subcategory,
+                         "source": source, "rule_sid": sid.astype(np.int64), "rule_msg": text["msg"],
                          "model_label": model_label, "model_score": score, "zscore": z_max,
                          "technique": np.where(rule_attack, technique, ""), "mitre": np.where(rule_attack, mitre, ""),
                          "about_destination": about_destination & attack})

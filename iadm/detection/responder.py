@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from iadm.alerts.log import eve_timestamp
+from iadm.columns import objects
 from iadm.detection.behaviour import AMPLIFIERS
 from iadm.flows.records import mac_text
 from iadm.inspect.finding import format_mac
@@ -100,11 +101,11 @@ class Responder:
         self._column_cache = {}
         self.replay_now = max(self.replay_now, float(records["ltime"].max()))
         self.counts["attack_records"] += int(attack.sum())
-        source = verdicts["source"].to_numpy(dtype=str)
-        by_rule = attack & ((np.char.find(source, "rule") >= 0) | (np.char.find(source, "behaviour") >= 0))
+        said = _voters(verdicts["source"])
+        by_rule = attack & (said("rule") | said("behaviour"))
         # The model's word alone never blocks: it acts only when confident and confirmed by the
         # Z-score (this key's value is out of its own history); otherwise it is an alert line.
-        confirmed = (attack & (np.char.find(source, "model") >= 0) & (np.char.find(source, "zscore") >= 0)
+        confirmed = (attack & said("model") & said("zscore")
                      & (verdicts["model_score"].to_numpy(dtype=float) >= self.model_block_score))
         # A record is evidence against its source only if the source sent something in it: a
         # reflection's victim (the receiver of unsolicited SYN-ACKs) is the record's source too.
@@ -115,7 +116,7 @@ class Responder:
         # (already counted per source over time) or a rule on the record's own fields. A rule on
         # window features (N_IN_Conn_*, which describe the destination) does: see the docstring.
         window_sids = self._window_sids()
-        certain = acting & ((np.char.find(source, "behaviour") >= 0) | (
+        certain = acting & (said("behaviour") | (
             ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
         attacker_ids = _attacker_ids(records)
         if "about_destination" in verdicts:   # a DDoS finding is about its victim: its line names no source
@@ -164,9 +165,10 @@ class Responder:
             state = self.attackers.setdefault(f"{attacker} sid {int(sid)}", _Attacker())
             state.unreported += len(rows)
             seen, _, _ = state.weigh(now, self.evidence_seconds, len(rows), len(rows), len(rows))
-            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to "))
             verdict = None
-            if now >= state.held_until and seen >= self.min_records and shape and self.client is not None:
+            ready = now >= state.held_until and seen >= self.min_records and self.client is not None
+            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if ready else None
+            if shape:
                 row = int(rows[0])
                 reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
                           f"{verdicts['rule_msg'].iat[row]}")
@@ -448,6 +450,14 @@ def _metadata(verdicts, row: int) -> dict:
     return {"metadata": meta} if meta else {}
 
 
+def _voters(source: pd.Series):
+    """voted(name): per row, whether `name` is among the record's voters (source "rule+model", ...);
+    read off the few distinct sources, not row by row."""
+    codes, names = pd.factorize(source, use_na_sentinel=False)
+    names = [str(n) for n in names]
+    return lambda name: np.array([name in n for n in names] or [False], dtype=bool)[codes]
+
+
 def _strong(source: str) -> bool:
     """A rule's or a behaviour watcher's word: evidence a block may rest on."""
     return "rule" in source or "behaviour" in source
@@ -455,13 +465,12 @@ def _strong(source: str) -> bool:
 
 def _attacker_ids(records: pd.DataFrame) -> np.ndarray:
     """The source MAC of each record as text, or its source address where no MAC was captured."""
-    saddr = records["saddr"].to_numpy(dtype=object)
+    saddr = objects(records["saddr"])
     if "smac" not in records:
         return saddr.astype(str)
-    smac = records["smac"].to_numpy()
-    unique, inverse = np.unique(smac, return_inverse=True)
-    text = np.array([mac_text(int(m)) if m else "" for m in unique], dtype=object)[inverse]
-    return np.where(text == "", saddr.astype(str), text)
+    unique, inverse = np.unique(records["smac"].to_numpy(), return_inverse=True)
+    text = np.array([mac_text(int(m)) if m else "" for m in unique], dtype=object)[inverse.ravel()]
+    return np.where(text == "", saddr, text).astype(str)
 
 
 def _port(value):

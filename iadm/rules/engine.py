@@ -14,14 +14,15 @@ completely before swapping: a file with errors raises and the old rules stay.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from iadm.capture.decode import Decoded
+from iadm.columns import text_spans
 from iadm.flows.records import addresses, proto_name
 from iadm.rules.model import AddressSet, PortSet, Rule
 from iadm.rules.parser import load_rules
@@ -42,17 +43,14 @@ class _Addresses:
     @classmethod
     def from_text(cls, column) -> "_Addresses":
         codes, uniques = pd.factorize(pd.Series(column), use_na_sentinel=False)
-        texts = [str(u) for u in uniques.tolist()]
-        v4 = np.zeros(len(texts), dtype=np.uint32)
-        is_v4 = np.zeros(len(texts), dtype=bool)
-        pton, af = socket.inet_pton, socket.AF_INET
-        for i, text in enumerate(texts):
-            try:
-                v4[i] = int.from_bytes(pton(af, text), "big")   # strict dotted quad
-                is_v4[i] = True
-            except OSError:
-                pass
-        return cls(np.asarray(codes), v4, is_v4, texts)
+        if uniques.dtype == object and any(not isinstance(u, str) for u in uniques):
+            uniques = pd.Index([str(u) for u in uniques], dtype=object)   # numbers, NaN: compared as text
+        offsets, data, valid = text_spans(uniques)
+        v4 = np.zeros(len(uniques), dtype=np.uint32)
+        is_v4 = np.zeros(len(uniques), dtype=bool)
+        _parse_v4(offsets, data, v4, is_v4)
+        is_v4 &= valid
+        return cls(np.asarray(codes), v4, is_v4, uniques)
 
     def matches(self, spec: AddressSet) -> np.ndarray:
         if not spec.include and not spec.exclude:
@@ -71,10 +69,40 @@ class _Addresses:
             else:
                 for i in np.flatnonzero(~self.is_v4):
                     try:
-                        hit[i] |= ipaddress.ip_address(self.uniques[i]) in net
+                        hit[i] |= ipaddress.ip_address(str(self.uniques[i])) in net
                     except ValueError:
                         pass
         return hit
+
+
+@njit(cache=True, nogil=True)
+def _parse_v4(offsets, data, v4, ok):
+    """Strict dotted quads, as inet_pton(AF_INET) reads them: four decimal octets of 1-3 digits,
+    each at most 255, no leading zero; anything else (IPv6, MACs, blanks) is not IPv4."""
+    for i in range(len(v4)):
+        start, end = offsets[i], offsets[i + 1]
+        value, octet, digits, parts, good = 0, 0, 0, 0, True
+        for p in range(start, end + 1):
+            c = data[p] if p < end else 46   # a '.' closes the last octet
+            if 48 <= c <= 57:
+                if digits > 0 and octet == 0:   # a leading zero
+                    good = False
+                    break
+                octet = octet * 10 + (c - 48)
+                digits += 1
+                if digits > 3 or octet > 255:
+                    good = False
+                    break
+            elif c == 46 and digits > 0 and parts < 4:
+                value = (value << 8) | octet
+                parts += 1
+                octet, digits = 0, 0
+            else:
+                good = False
+                break
+        if good and parts == 4:
+            v4[i] = value
+            ok[i] = True
 
 
 def _ports(column) -> np.ndarray:
@@ -219,31 +247,49 @@ def _rule_mask(rule: Rule, b: _Batch) -> np.ndarray:
     return everything if mask is None else mask
 
 
+_THRESHOLD_KINDS = {"limit": 0, "threshold": 1, "both": 2, "detection_filter": 3}
+
+
 def _apply_threshold(rule: Rule, rows: np.ndarray, b: _Batch, state: dict) -> np.ndarray:
-    """Which of a rule's matching rows survive its threshold (Snort semantics), in time order."""
+    """Which of a rule's matching rows survive its threshold (Snort semantics), in time order.
+    state: tracked address -> (window start, count, fired), kept across batches."""
     t = rule.threshold
     track = b.saddr if t.track == "by_src" else b.daddr
-    keep = []
-    for row in rows[np.argsort(b.times[rows], kind="stable")].tolist():
-        key = track.uniques[track.codes[row]]
-        now = b.times[row]
-        start, count, fired = state.get(key, (now, 0, False))
-        if now - start >= t.seconds:
-            start, count, fired = now, 0, False
-        count += 1
-        if t.kind == "limit":
-            ok = count <= t.count
-        elif t.kind == "threshold":
-            ok = count % t.count == 0
-        elif t.kind == "both":
-            ok = count >= t.count and not fired
-            fired = fired or ok
-        else:  # detection_filter: only once the rate is above count per seconds
-            ok = count > t.count
-        state[key] = (start, count, fired)
-        if ok:
-            keep.append(row)
-    return np.array(sorted(keep), dtype=np.int64)
+    order = rows[np.argsort(b.times[rows], kind="stable")]
+    codes, which = np.unique(track.codes[order], return_inverse=True)
+    keys = [str(k) for k in track.uniques[codes].tolist()] if len(codes) else []
+    start, count = np.zeros(len(keys)), np.zeros(len(keys), dtype=np.int64)
+    fired, known = np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=bool)
+    for j, key in enumerate(keys):
+        held = state.get(key)
+        if held is not None:
+            start[j], count[j], fired[j], known[j] = held[0], held[1], held[2], True
+    ok = _threshold_walk(b.times[order], which.ravel(), start, count, fired, known,
+                         _THRESHOLD_KINDS.get(t.kind, 3), t.count, float(t.seconds))
+    for j, key in enumerate(keys):
+        state[key] = (float(start[j]), int(count[j]), bool(fired[j]))
+    return np.sort(order[ok])
+
+
+@njit(cache=True, nogil=True)
+def _threshold_walk(times, which, start, count, fired, known, kind, limit, seconds):
+    """The walk of _apply_threshold over rows in time order; which[i]: the row's tracked address."""
+    ok = np.zeros(len(times), dtype=np.bool_)
+    for i in range(len(times)):
+        j, now = which[i], times[i]
+        if not known[j] or now - start[j] >= seconds:
+            start[j], count[j], fired[j], known[j] = now, 0, False, True
+        count[j] += 1
+        if kind == 0:
+            ok[i] = count[j] <= limit
+        elif kind == 1:
+            ok[i] = count[j] % limit == 0
+        elif kind == 2:
+            ok[i] = count[j] >= limit and not fired[j]
+            fired[j] = fired[j] or ok[i]
+        else:   # detection_filter: only once the rate is above count per seconds
+            ok[i] = count[j] > limit
+    return ok
 
 
 @dataclass
