@@ -113,6 +113,22 @@ class SlotIndex:
         self.rebuilds += 1
         live = np.flatnonzero(self.slot_pos >= 0)
         self.table.fill(EMPTY)
+        self._reinsert(live, self.slot_keys[live].copy())
+
+    def grow(self, capacity: int) -> None:
+        """Room for slots up to `capacity`; every live slot keeps its number (a bigger table, rebuilt)."""
+        live = np.flatnonzero(self.slot_pos >= 0)
+        keys = self.slot_keys[live].copy()
+        size = 1
+        while size < 4 * capacity:
+            size <<= 1
+        self.mask = np.int64(size - 1)
+        self.table = np.full(size, EMPTY, dtype=np.int64)
+        self.slot_keys = np.zeros((capacity, self.slot_keys.shape[1]), dtype=np.uint64)
+        self.slot_pos = np.full(capacity, -1, dtype=np.int64)
+        self._reinsert(live, keys)
+
+    def _reinsert(self, live: np.ndarray, keys: np.ndarray) -> None:
         self.used = self.live = 0
         self.slot_pos.fill(-1)
-        self.insert(self.slot_keys[live].copy(), live[::-1].copy(), len(live))
+        self.insert(keys, live[::-1].copy(), len(live))   # the stack pops live[0], live[1], ...

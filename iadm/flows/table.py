@@ -303,6 +303,7 @@ class FlowTable:
     flow, at its end) or "running" (the flow record so far, at every status record)."""
 
     ROWS = 1 << 17   # rows a pass writes before the caller drains them: fewer, larger record frames
+    INITIAL_FLOWS = 1 << 14
 
     def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
                  kind: str = "flow", flow_timeout: float | None = None):
@@ -316,7 +317,10 @@ class FlowTable:
         self.idle_timeout = float(idle_timeout)
         self.flow_timeout = float(flow_timeout or 0.0)
         self.kind = kind
-        self.capacity = c = int(max_flows)
+        # The table starts small and doubles as flows arrive, up to max_flows (then the least
+        # recently active are evicted): memory follows the flows a site has, not the cap.
+        self.max_flows = int(max_flows)
+        self.capacity = c = min(self.max_flows, self.INITIAL_FLOWS)
         self.SI = np.zeros((c, NSI), dtype=np.int64)
         self.SF = np.zeros((c, NSF), dtype=np.float64)
         self.key_words = np.zeros((c, 4), dtype=np.uint64)
@@ -351,7 +355,7 @@ class FlowTable:
             return out
         # A running maximum keeps slightly unordered captures in time order.
         clock = np.maximum.accumulate(np.maximum(packets.ts, self.clock))
-        step = max(1, self.capacity // 4)   # at most a quarter of the table per step: eviction finds room
+        step = max(1, self.max_flows // 4)   # at most a quarter of the table per step: eviction finds room
         for lo in range(0, n, step):
             hi = min(n, lo + step)
             slot = self._place(packets, lo, hi, out)
@@ -384,6 +388,12 @@ class FlowTable:
         slot, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
         self._mark_new(slot[first], keys[first])
         missing = np.flatnonzero(slot < 0)
+        if len(missing) and self.capacity < self.max_flows:   # room to grow: the rest get the new slots
+            self._widen(self.capacity - self.nfree + len(missing))
+            placed, first, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
+            slot[missing] = placed
+            self._mark_new(placed[first], keys[missing[first]])
+            missing = missing[placed < 0]
         if len(missing):   # the table is full: evict, then place the rest
             self._evict(len(missing), protect=slot[slot >= 0], out=out)
             placed, first, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
@@ -392,6 +402,27 @@ class FlowTable:
             slot[missing] = placed
             self._mark_new(placed[first], keys[missing[first]])
         return slot
+
+    def _widen(self, flows: int) -> None:
+        """Capacity for `flows` flows (doubling, up to max_flows). Slots keep their numbers, and the
+        new ones go under the free stack, so slots are handed out in the order a table of the full
+        size would hand them out: the records do not depend on when the table grew."""
+        old = self.capacity
+        new = min(self.max_flows, max(2 * old, 1 << max(int(flows) - 1, 1).bit_length()))
+
+        def wider(array):
+            out = np.zeros((new,) + array.shape[1:], dtype=array.dtype)
+            out[:old] = array
+            return out
+
+        self.SI, self.SF, self.key_words, self.active = (wider(a) for a in (self.SI, self.SF, self.key_words,
+                                                                              self.active))
+        free = np.empty(new, dtype=np.int64)
+        free[:new - old] = np.arange(new - 1, old - 1, -1)
+        free[new - old:new - old + self.nfree] = self.free[:self.nfree]
+        self.free, self.nfree = free, self.nfree + new - old
+        self.index.grow(new)
+        self.capacity = new
 
     def _mark_new(self, slots, keys) -> None:
         self.key_words[slots] = keys[:, :4]

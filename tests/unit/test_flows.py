@@ -161,3 +161,28 @@ def test_window_aggregates_match_a_brute_force_loop():
     from iadm.flows.window import _AGGREGATES
     for name, (by, value, how) in _AGGREGATES.items():
         assert np.allclose(got[name], brute_force_window(frame, value, by, how)), name
+
+
+def test_a_table_that_grows_gives_the_records_of_one_made_at_full_size(monkeypatch):
+    """The table starts small and doubles as flows arrive; slots are handed out as a full-size table
+    hands them out, so every record (and its order) is the same, evictions at the cap included."""
+    import os
+    from iadm.capture.pcapfile import read_pcap
+    from iadm.flows.pipeline import FeaturePipeline
+    from iadm.flows.table import FlowTable
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "pcaps",
+                        "pkt.TCP.synflood.spoofed.pcap")
+    if not os.path.exists(path):
+        pytest.skip(f"{path}: the shared captures are not beside the checkout")
+
+    def records(initial, max_flows):
+        monkeypatch.setattr(FlowTable, "INITIAL_FLOWS", initial)
+        pipe = FeaturePipeline(kind="status", status_interval=1.0, max_flows=max_flows)
+        frames = [f for batch in read_pcap(path) for f in pipe.push(batch)] + pipe.finish()
+        return pd.concat(frames, ignore_index=True), pipe.table
+
+    for max_flows in (1 << 16, 3000):   # room for every flow; a cap that evicts
+        grown, table = records(16, max_flows)
+        full, _ = records(max_flows, max_flows)
+        assert table.capacity > 16 and len(grown) > 1000
+        pd.testing.assert_frame_equal(grown, full)
