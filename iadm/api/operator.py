@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from urllib.parse import urlsplit
 
 from iadm.alerts.log import read_events
 from iadm.alerts.review import SOURCES, AlertFilter, parse_time
@@ -81,6 +82,15 @@ class _Handler(JsonHandler):
     @property
     def state(self) -> MonitorState:
         return self.server.state
+
+    def _dispatch(self, method: str) -> None:
+        # The console's pages (iadm/console) share the port and the token; they log in with a
+        # session cookie instead of a bearer header.
+        site = getattr(self.server, "console", None)
+        path = urlsplit(self.path).path
+        if site is not None and (path == "/console" or path.startswith("/console/")):
+            return site.serve(self, method)
+        return super()._dispatch(method)
 
     def _zscore(self):
         z = self.state.detector.zscore
@@ -211,12 +221,16 @@ class _Handler(JsonHandler):
 class OperatorServer(ApiServer):
     """Concurrent, capped, with read deadlines (iadm.httpjson.ApiServer): a stalled client holds up nobody."""
 
-    def __init__(self, address: tuple, state: MonitorState, token: str, metrics=None, **limits):
+    def __init__(self, address: tuple, state: MonitorState, token: str, metrics=None, console=None, **limits):
         if not token:
             raise ValueError("the operator API needs a token (config api.token or IADM_API_TOKEN)")
         from iadm.metrics import MonitorMetrics
         self.state = state
         self.token = token
+        self.console = None
+        if console is not None:   # an iadm.console.app.Console: its pages under /console
+            from iadm.console.web import ConsoleSite
+            self.console = ConsoleSite(console, token)
         self.metrics = metrics or MonitorMetrics(state.stats, state.responder)
         self.count_error = self.metrics.api_error
         super().__init__(address, _Handler, **limits)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -30,6 +31,8 @@ class SiteBaseline:
         self.entries: dict[tuple, dict] = {}
         self.started: float | None = None
         self.counts = {"learned": 0, "covered": 0}
+        # the console's "not an attack" teaches from the API's thread while the detector reads
+        self._lock = threading.Lock()
         if path and os.path.exists(path):
             self.entries = load(path)
 
@@ -43,14 +46,18 @@ class SiteBaseline:
         if not len(records) or (not attack.any() and self.started is not None):
             return verdicts
         now = float(records["ltime"].min())
+        learning = self.learning(now)
+        if not learning and not self.entries:
+            return verdicts   # nothing learned yet: nothing to cover
         rows = np.flatnonzero(attack)
-        keys = list(zip(verdicts["rule_sid"].to_numpy()[rows].tolist(), records["saddr"].astype(str).to_numpy()[rows],
-                        records["daddr"].astype(str).to_numpy()[rows], records["dport"].astype(str).to_numpy()[rows]))
-        if self.learning(now):
-            self.learn(keys, records["ltime"].to_numpy()[rows])
-            covered = np.ones(len(rows), dtype=bool)
-        else:
-            covered = np.array([k in self.entries for k in keys], dtype=bool)
+        keys = list(zip(verdicts["rule_sid"].to_numpy()[rows].tolist(),
+                        *(records[name].to_numpy()[rows].astype(str).tolist() for name in ("saddr", "daddr", "dport"))))
+        with self._lock:
+            if learning:
+                self._learn(keys, records["ltime"].to_numpy()[rows])
+                covered = np.ones(len(rows), dtype=bool)
+            else:
+                covered = np.array([k in self.entries for k in keys], dtype=bool)
         if not covered.any():
             return verdicts
         self.counts["covered"] += int(covered.sum())
@@ -62,6 +69,10 @@ class SiteBaseline:
         return verdicts
 
     def learn(self, keys: list, times) -> None:
+        with self._lock:
+            self._learn(keys, times)
+
+    def _learn(self, keys: list, times) -> None:
         for key, t in zip(keys, np.asarray(times, dtype=float).tolist()):
             if not key[0]:
                 continue   # the model's or the Z-score's vote has no signature to learn
@@ -73,7 +84,22 @@ class SiteBaseline:
                 entry["last"] = max(entry["last"], t)
                 entry["records"] += 1
 
+    def teach(self, sid: int, src: str, dest: str, dest_port, at: float) -> bool:
+        """An operator's "not an attack" on an alert: its (sid, source, destination, port) is learned
+        and saved at once, so that the site's own traffic stops alerting from the next batch on.
+        False when there is nothing to learn (no signature: a model's or Z-score's vote alone)."""
+        if not sid:
+            return False
+        with self._lock:
+            self._learn([(int(sid), str(src), str(dest), "" if dest_port is None else str(dest_port))], [at])
+            self._save()
+        return True
+
     def save(self, path: str | None = None) -> None:
+        with self._lock:
+            self._save(path)
+
+    def _save(self, path: str | None = None) -> None:
         path = path or self.path
         if not path:
             return

@@ -24,6 +24,7 @@ class Monitor:
     client: object | None
     flow_options: dict
     api: object | None = None
+    store: object | None = None      # the console's alert store (iadm/console/store.py), fed by the alert log
     shared: dict = field(default_factory=lambda: {"stats": dict})
 
     def run(self, source: dict, records_path: str | None = None, duration: float | None = None,
@@ -41,6 +42,8 @@ class Monitor:
             self.api.server_close()
         self.labeller.close()
         self.alert_log.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, rule_files=None,
@@ -58,11 +61,21 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
     if client is None and config.verdict_url:
         from iadm.sdn.client import VerdictClient
         client = VerdictClient(config.verdict_url, config.verdict_token)
-    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep)
+    api_on = config.api if with_api is None else with_api
+    gateway = config.gateway_id or socket.gethostname()
+    store = None
+    if api_on and config.console:   # the console reads a store fed by the same events as the alert log
+        from iadm.console.store import open_store
+        store = open_store(config.console_store)
+    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep,
+                         sinks=[store] if store is not None else [])
     baseline = None
-    if config.baseline or config.learn_seconds:
+    if config.baseline or config.learn_seconds or store is not None:
         from iadm.detection.baseline import SiteBaseline
-        baseline = SiteBaseline(config.baseline or None, config.learn_seconds)
+        # the console's "not an attack" teaches a baseline even where the config names none
+        from iadm.console.app import default_baseline_path
+        baseline = SiteBaseline(config.baseline or (default_baseline_path(config.console_store)
+                                                    if store is not None else None), config.learn_seconds)
     labeller = Labeller.from_rules(
         rule_files or config.rule_files, variables or config.variables, watch=True, model=config.model or None,
         zscore=zscore, baseline=baseline,
@@ -72,16 +85,22 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
                            "realert_seconds": config.realert_seconds, "replay": replay,
                            "uplink_macs": config.uplink_macs, "no_uplink": config.no_uplink,
                            "shaped_rate_pps": config.shaped_rate_pps,
-                           "gateway_id": config.gateway_id or socket.gethostname()})
+                           "gateway_id": gateway})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
                     "max_flows": config.max_flows}
-    monitor = Monitor(labeller, alert_log, client, flow_options)
-    if config.api if with_api is None else with_api:
+    monitor = Monitor(labeller, alert_log, client, flow_options, store=store)
+    console = None
+    if store is not None:
+        from iadm.console.app import Console
+        from iadm.console.traffic import TrafficMeter
+        labeller.observers.append(TrafficMeter(store, gateway))
+        console = Console(store, alert_log, labeller.detector, labeller.responder, client, baseline, gateway)
+    if api_on:
         from iadm.api.operator import ErrorLog, MonitorState, OperatorServer
         errors = ErrorLog()
         logging.getLogger("iadm").addHandler(errors)
         state = MonitorState(labeller.detector, labeller.responder, stats=lambda: monitor.shared["stats"](),
                              alert_log=config.alert_log, client=client, errors=errors)
-        monitor.api = OperatorServer((config.api_host, config.api_port), state, config.api_token)
+        monitor.api = OperatorServer((config.api_host, config.api_port), state, config.api_token, console=console)
         monitor.api.start()
     return monitor

@@ -989,6 +989,35 @@ class ZScoreDetector:
                 self.dirty[slot] = True
             return dict(row)
 
+    def false_positives(self, src: str, dst: str, since: float | None = None, until: float | None = None) -> int:
+        """The console's "not an attack" on the flows from src to dst: every open anomaly of their keys
+        (within since..until) becomes a false positive, as feedback() does one by one (its value is
+        folded into its key's statistics). Returns how many anomalies changed."""
+        with self._lock:
+            log, count = self._anomalies, self._anomalies.count
+            keep = log.status[:count] == 0
+            if since is not None:
+                keep &= log.ts[:count] >= since
+            if until is not None:
+                keep &= log.ts[:count] <= until
+            rows = np.flatnonzero(keep)
+            if not len(rows):
+                return 0
+            mine = {}
+            for key_id in dict.fromkeys(log.key_id[rows].tolist()):
+                slot = self.slot_of(key_id)
+                if slot is not None and self.key_fields(slot)[:2] == [src, dst]:
+                    mine[key_id] = slot
+            rows = [i for i in rows.tolist() if log.key_id[i] in mine]
+            for i in rows:
+                log.status[i] = STATUSES.index("false_positive")
+                log.changed.add(i)
+                m = MEASUREMENTS[int(log.measurement[i])]
+                slot = mine[log.key_id[i]]
+                self._fold(m, np.array([slot]), np.array([float(log.value[i])]))
+                self.dirty[slot] = True
+            return len(rows)
+
     # --- persistence --------------------------------------------------------------------------
     def save(self) -> None:
         if not self.db:
