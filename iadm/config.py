@@ -230,3 +230,15 @@ def load_monitor_config(path: str | None) -> MonitorConfig:
         raise ConfigError(f"{path}: the operator API is on (api.enabled) but api.token is empty and "
                           f"IADM_OPERATOR_TOKEN is not set")
     return config
+
+
+def load_fleet_config(path: str | None) -> FleetConfig:
+    """The [fleet] section alone, of any iadm config (the collector's, a monitor's, a controller's);
+    other sections are not checked here: they belong to their own program."""
+    config = FleetConfig()
+    if path:
+        doc = read_toml(path)
+        if "fleet" in doc:
+            _load_doc(path, {"fleet": doc["fleet"]}, _FLEET_SCHEMA, config)
+    _fleet_environment(config)
+    return config

@@ -25,6 +25,7 @@ class Monitor:
     flow_options: dict
     api: object | None = None
     store: object | None = None      # the console's alert store (iadm/console/store.py), fed by the alert log
+    fleet: object | None = None      # the fleet's event publisher (iadm/fleet/publisher.py), likewise
     shared: dict = field(default_factory=lambda: {"stats": dict})
 
     def run(self, source: dict, records_path: str | None = None, duration: float | None = None,
@@ -42,8 +43,9 @@ class Monitor:
             self.api.server_close()
         self.labeller.close()
         self.alert_log.close()
-        if self.store is not None:
-            self.store.close()
+        for sink in (self.store, self.fleet):
+            if sink is not None:
+                sink.close()
 
 
 def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, rule_files=None,
@@ -67,8 +69,13 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
     if api_on and config.console:   # the console reads a store fed by the same events as the alert log
         from iadm.console.store import open_store
         store = open_store(config.console_store)
-    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep,
-                         sinks=[store] if store is not None else [])
+    sinks = [store] if store is not None else []
+    fleet = None
+    if config.fleet.enabled:   # events to the fleet's Redis stream (iadm/fleet): never waits on Redis
+        from iadm.fleet.publisher import publisher
+        fleet = publisher(config.fleet, gateway)
+        sinks.append(fleet)
+    alert_log = AlertLog(config.alert_log, config.alert_max_bytes, config.alert_keep, sinks=sinks)
     baseline = None
     if config.baseline or config.learn_seconds or store is not None:
         from iadm.detection.baseline import SiteBaseline
@@ -88,7 +95,7 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
                            "gateway_id": gateway})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
                     "max_flows": config.max_flows}
-    monitor = Monitor(labeller, alert_log, client, flow_options, store=store)
+    monitor = Monitor(labeller, alert_log, client, flow_options, store=store, fleet=fleet)
     console = None
     if store is not None:
         from iadm.console.app import Console

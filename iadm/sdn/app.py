@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 
-from iadm.config import _SCHEMA, ConfigError, ControllerConfig, _load, read_toml
+from iadm.config import _FLEET_SCHEMA, _SCHEMA, ConfigError, ControllerConfig, _fleet_environment, _load, read_toml
 from iadm.sdn import ofmsg
 from iadm.sdn.api import VerdictServer
 from iadm.sdn.blockstore import BlockStore
@@ -78,7 +78,9 @@ def _token_from_file(config: ControllerConfig) -> str:
 def load_config(environ=os.environ, conf=cfg.CONF, default: str = DEFAULT_CONFIG) -> ControllerConfig:
     """The configuration when a manager (not `iadm controller`) loads the app; ConfigError says what is wrong."""
     path, named_by = find_config(environ, conf, default)
-    config = _load(path, _SCHEMA, ControllerConfig())
+    config = ControllerConfig()
+    _load(path, _SCHEMA, config, {"fleet": (_FLEET_SCHEMA, config.fleet)})
+    _fleet_environment(config.fleet)
     if path:
         log.info("iadm: configuration %s (named by %s)", path, named_by)
     else:
@@ -119,6 +121,19 @@ def _mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+def _fleet_link(config: ControllerConfig) -> dict:
+    """The core's fleet arguments: its publisher (events and offers to Redis) and the shared-block policy."""
+    if not config.fleet.enabled:
+        return {}
+    from iadm.fleet.events import gateway_name
+    from iadm.fleet.publisher import publisher
+    gateway = gateway_name(config.gateway_id)
+    log.info("fleet: events as %r to %s:%d key %s (spool %s)", gateway, config.fleet.redis_server,
+             config.fleet.redis_port, config.fleet.key, config.fleet.spool)
+    return {"events": publisher(config.fleet, gateway, offers=True), "gateway_id": gateway,
+            "shared_blocks": config.fleet.shared_blocks, "shared_block_seconds": config.fleet.shared_block_seconds}
+
+
 class GatewayApp(BaseApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -138,7 +153,16 @@ class GatewayApp(BaseApp):
             store=BlockStore(CONFIG.block_store), allowlist=Allowlist(CONFIG.allowlist),
             send=self._send, confirm=self._barrier, monitor_port=CONFIG.monitor_port, packet_in_rate=CONFIG.packet_in_rate,
             default_block_seconds=CONFIG.default_block_seconds, max_hosts=CONFIG.max_hosts,
-            alert_only=CONFIG.alert_only, uplink_port=CONFIG.uplink_port)
+            alert_only=CONFIG.alert_only, uplink_port=CONFIG.uplink_port, **_fleet_link(CONFIG))
+        if CONFIG.fleet.enabled and CONFIG.fleet.shared_blocks != "off":
+            from iadm.fleet.publisher import redis_client
+            from iadm.sdn.fleetlink import OfferFollower
+            self.follower = OfferFollower(redis_client(CONFIG.fleet, timeout=3.0), CONFIG.fleet.key,
+                                          self.core.apply_shared)
+            hub.spawn(self.follower.run)
+            log.info("fleet: following %s on %s:%d, shared blocks: %s for %d s", self.follower.key,
+                     CONFIG.fleet.redis_server, CONFIG.fleet.redis_port, CONFIG.fleet.shared_blocks,
+                     CONFIG.fleet.shared_block_seconds)
         # One worker per connection, on the framework's hub (green threads under Ryu, threads under os-ken).
         self.api = VerdictServer((CONFIG.api_host, CONFIG.api_port), self.core, CONFIG.api_token, spawn=hub.spawn)
         log.info("verdict API on http://%s:%d/v1/ (at most %d connections, %g s to send a request)",

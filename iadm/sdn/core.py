@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from iadm.sdn import pipeline
+from iadm.sdn import pipeline, sharing
 from iadm.sdn.blockstore import Block, BlockStore
 from iadm.sdn.verdicts import Allowlist, Verdict, VerdictError
 
@@ -34,8 +34,17 @@ class GatewayController:
                  monitor_port: int | str | None, packet_in_rate: int = 1000,
                  default_block_seconds: int = 300, max_hosts: int = 4096, alert_only: bool = False,
                  clock=time.time, uplink_port: int | str | None = None, port_new_macs: int = 50,
-                 port_new_macs_seconds: float = 10.0, guard_seconds: int = 300):
+                 port_new_macs_seconds: float = 10.0, guard_seconds: int = 300, events=None,
+                 gateway_id: str = "", shared_blocks: str = "off", shared_block_seconds: int = 600):
         self.store = store
+        # events(doc): the fleet publisher (iadm.fleet.publisher), which never blocks; None: no fleet.
+        # Another gateway's offers come in through apply_shared, under this gateway's policy.
+        self.events = events
+        self.gateway_id = gateway_id
+        if shared_blocks not in sharing.POLICIES:
+            raise ValueError(f"shared_blocks must be one of {', '.join(sharing.POLICIES)}, not {shared_blocks!r}")
+        self.shared_blocks = shared_blocks
+        self.shared_block_seconds = shared_block_seconds
         self.allowlist = allowlist
         self.send = send
         # confirm(dpid) -> bool waits until the switch has applied everything
@@ -90,11 +99,22 @@ class GatewayController:
         log.info("switch %016x connected: monitor port %s, %d block(s) restored",
                  dpid, state.monitor_port, len(blocks))
         self.send(dpid, ops)
+        self._publish({"event_type": "health", "health": {"switch": f"{dpid:016x}", "state": "connected",
+                                                          "blocks": len(blocks)}})
 
     def switch_disconnected(self, dpid: int) -> None:
         with self._lock:
             self.switches.pop(dpid, None)
         log.info("switch %016x disconnected", dpid)
+        self._publish({"event_type": "health", "health": {"switch": f"{dpid:016x}", "state": "disconnected"}})
+
+    def _publish(self, event: dict) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events(event)
+        except Exception:   # the fleet never stands in the way of blocking
+            log.exception("fleet publisher failed; the block itself is in place")
 
     def packet_in(self, dpid: int, in_port: int, eth_src: str, eth_dst: str) -> None:
         """Learn where eth_src lives; the switch itself already forwarded the packet."""
@@ -242,7 +262,10 @@ class GatewayController:
         installed_on = self._broadcast(ops)
         log.info("%s %s for %ds (block %d) on %s, source %r, reason %r", action, match, seconds,
                  block.block_id, installed_on or "no switch", verdict.source, verdict.reason)
-        return 201, {"block": block.as_json(self.clock()), "replaced": [b.block_id for b in replaced],
+        doc = block.as_json(self.clock())
+        self._publish(sharing.mitigation_event(action, doc, verdict, sharing.offerable(verdict, self.allowlist)
+                                               and action == "block", installed_on))
+        return 201, {"block": doc, "replaced": [b.block_id for b in replaced],
                      "installed_on": installed_on, "installed_at": self.clock()}
 
     def _unblock(self, verdict: Verdict) -> tuple[int, dict]:
@@ -262,7 +285,36 @@ class GatewayController:
             raise VerdictError(404, "no active block matches", "block_id" if verdict.block_id else None)
         removed_on = self._broadcast([op for b in targets for op in self._removal(b)])
         log.info("unblocked %s", [b.block_id for b in targets])
+        self._publish(sharing.unblock_event(targets, removed_on))
         return 200, {"unblocked": [b.block_id for b in targets], "removed_on": removed_on}
+
+    def apply_shared(self, event: dict) -> str:
+        """One event of the fleet's offers stream, under this gateway's policy; what was done, for the log."""
+        what, detail = sharing.decide(event, self.gateway_id, self.shared_blocks, self.allowlist,
+                                      self.shared_block_seconds)
+        if what == "ignore":
+            return f"ignored: {detail}"
+        if what == "revoke":
+            with self._lock:
+                ids = [b.block_id for b in self.store.active() if b.source.startswith(sharing.FLEET_SOURCE)
+                       and b.match.get("ipv4_src") in detail and set(b.match) == {"eth_type", "ipv4_src"}]
+            for block_id in ids:
+                self.apply_verdict(Verdict("unblock", block_id=block_id))
+            log.info("fleet: %s revoked %s: shared block(s) %s withdrawn", event.get("host"), detail, ids)
+            return f"revoked {ids}"
+        with self._lock:
+            own = [b for b in self.store.find(pipeline.block_match(detail.src_ip))
+                   if not b.source.startswith(sharing.FLEET_SOURCE)]
+        if own:
+            return f"ignored: {detail.src_ip} is already blocked here by {own[0].source or 'this gateway'}"
+        try:
+            _, doc = self.apply_verdict(detail)
+        except VerdictError as exc:
+            log.warning("fleet: offer of %s from %s refused: %s", detail.src_ip, event.get("host"), exc)
+            return f"refused: {exc}"
+        log.info("fleet: %s's offer of %s applied as %s for %ds (block %d)", event.get("host"), detail.src_ip,
+                 detail.action, detail.duration, doc["block"]["block_id"])
+        return f"applied block {doc['block']['block_id']}"
 
     def blocks(self) -> list[dict]:
         now = self.clock()

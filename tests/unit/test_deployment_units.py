@@ -20,11 +20,11 @@ UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
                     reason="systemd-analyze is not installed")
 def test_the_units_pass_systemd_analyze_verify(tmp_path):
-    assert [u.name for u in UNITS] == ["iadm-controller.service", "iadm-monitor@.service"]
+    assert [u.name for u in UNITS] == ["iadm-collector.service", "iadm-controller.service", "iadm-monitor@.service"]
     iadm = Path(sys.executable).with_name("iadm")   # the unit's /opt/iadm/bin/iadm, here
     for unit in UNITS:
         (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/iadm/bin/iadm", str(iadm)))
-    for name in ("iadm-controller.service", "iadm-monitor@mirror0.service"):
+    for name in ("iadm-collector.service", "iadm-controller.service", "iadm-monitor@mirror0.service"):
         out = subprocess.run(["systemd-analyze", "verify", f"./{name}"], cwd=tmp_path, capture_output=True,
                              text=True)
         assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
@@ -36,11 +36,15 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path):
 
 
 def test_the_units_are_hardened_as_a_security_daemon_should_be():
-    controller, monitor = (u.read_text() for u in UNITS)
-    for unit in (controller, monitor):
+    collector, controller, monitor = (u.read_text() for u in UNITS)
+    for unit in (collector, controller, monitor):
         for line in ("User=iadm", "StateDirectory=iadm", "LogsDirectory=iadm", "ProtectSystem=strict",
-                     "NoNewPrivileges=yes", "Restart=on-failure", "EnvironmentFile=/etc/iadm/tokens.env"):
+                     "NoNewPrivileges=yes", "Restart=on-failure"):
             assert f"\n{line}\n" in unit
+    for unit in (controller, monitor):
+        assert "\nEnvironmentFile=/etc/iadm/tokens.env\n" in unit
+    assert "\nEnvironmentFile=/etc/iadm/fleet.env\n" in collector and "\nCapabilityBoundingSet=\n" in collector
+    assert "fleet collect --config /etc/iadm/fleet.toml" in collector
     assert "\nCapabilityBoundingSet=\n" in controller and "\nAmbientCapabilities=\n" in controller
     assert "\nCapabilityBoundingSet=CAP_NET_RAW\n" in monitor and "\nAmbientCapabilities=CAP_NET_RAW\n" in monitor
     assert "--iface %I --config /etc/iadm/monitor.toml" in monitor
