@@ -33,6 +33,10 @@ def main() -> int:
     args = parser.parse_args()
     scenario = load_scenario(args.scenario)
     step(f"scenario {scenario.name}: {len(scenario.attacks)} attacks over {scenario.duration:.0f} s of IoT traffic")
+    from iadm.scenario.runner import OPERATOR_PORT
+    from iadm.testbed import MGMT_MONITOR
+    print(f"   console, while the demo runs: http://{MGMT_MONITOR}:{OPERATOR_PORT}/console/ (from this machine, "
+          f"over the management link; log in with the [api] token of {args.workdir}/monitor.toml)", flush=True)
     result = run_scenario(scenario, Path(args.workdir), detect=True, alert_only=args.alert_only,
                           say=lambda text: print(f"   {text}", flush=True))
     rows = outcomes(result)

@@ -153,7 +153,8 @@ def monitor_config(outdir: Path, api_url: str | None) -> Path:
         f'no_uplink = true\n'   # the reference topology: controller, switch, hosts, monitor; no router
         f'[alerts]\nlog = "{outdir / "alerts.json"}"\n'
         f'[zscore]\ndb = "{outdir / "zscore.sqlite"}"\n'
-        f'[api]\nhost = "{MGMT_MONITOR}"\nport = {OPERATOR_PORT}\ntoken = "{TOKEN}"\n')
+        f'[api]\nhost = "{MGMT_MONITOR}"\nport = {OPERATOR_PORT}\ntoken = "{TOKEN}"\n'
+        f'[console]\nstore = "{outdir / "alerts.sqlite"}"\n')
     return path
 
 
