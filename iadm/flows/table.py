@@ -46,8 +46,8 @@ KEY_WORDS = 5
 
 # Slot columns. Float: the open status record (R_*), the flow record so far (M_*), the flow's
 # last packet and the open record's deadline.
-R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST = range(9)
-NSF = 9
+R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST, H_SYN, H_SYNACK, H_ACK = range(12)
+NSF = 12
 # Int: record counts and flags, the flow's flags so far (for TCP state), flow-record totals,
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
@@ -57,8 +57,8 @@ NSI = 26
 
 # Row buffer columns: one row per record written (a closed status record with the flow record
 # so far, or a final flow record).
-O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX = range(8)
-NOF = 8
+O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK, O_ACKDAT = range(10)
+NOF = 10
 (O_SLOT, O_FINAL, O_DIR, O_SMAC, O_SPKTS, O_DPKTS, O_SBYTES, O_DBYTES, O_STATE, O_SFLAGS, O_DFLAGS,
  O_MSPKTS, O_MDPKTS, O_MSBYTES, O_MDBYTES, O_MNREC, O_MSTATE, O_PROTO, O_SPORT, O_DPORT, O_FSFLAGS,
  O_FDFLAGS) = range(22)
@@ -126,6 +126,26 @@ def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
 
 
 @njit(cache=True, nogil=True)
+def _handshake(SF, s, from_source, flags, t):
+    """The TCP handshake seen at the mirror, split there (Argus's synack and ackdat): the source's
+    SYN, the destination's SYN-ACK after it (the server side of the round trip), then the source's
+    first ACK after that (the client side). Retransmissions keep the first of each."""
+    syn, ack = flags & TH_SYN, flags & TH_ACK
+    if from_source:
+        if syn and not ack and SF[s, H_SYN] != SF[s, H_SYN]:
+            SF[s, H_SYN] = t
+        elif ack and not syn and SF[s, H_SYNACK] == SF[s, H_SYNACK] and SF[s, H_ACK] != SF[s, H_ACK]:
+            SF[s, H_ACK] = t
+    elif syn and ack and SF[s, H_SYN] == SF[s, H_SYN] and SF[s, H_SYNACK] != SF[s, H_SYNACK]:
+        SF[s, H_SYNACK] = t
+
+
+@njit(cache=True, nogil=True)
+def _reset_handshake(SF, s):
+    SF[s, H_SYN] = SF[s, H_SYNACK] = SF[s, H_ACK] = np.nan
+
+
+@njit(cache=True, nogil=True)
 def _reset_flow_record(SI, SF, s):
     SF[s, M_STIME], SF[s, M_LTIME] = INF, -INF
     SF[s, M_SUM] = SF[s, M_SUMSQ] = SF[s, M_MAX] = 0.0
@@ -146,6 +166,8 @@ def _write_row(SI, SF, OF, OI, n, s, final):
         SI[s, M_SPKTS], SI[s, M_DPKTS], SI[s, M_SBYTES], SI[s, M_DBYTES]
     OI[n, O_MNREC], OI[n, O_MSTATE] = SI[s, M_NREC], SI[s, M_STATE]
     OI[n, O_FSFLAGS], OI[n, O_FDFLAGS] = SI[s, F_SFLAGS], SI[s, F_DFLAGS]
+    # the handshake's two halves as Argus names them (NaN where the flow's handshake was not seen)
+    OF[n, O_SYNACK], OF[n, O_ACKDAT] = SF[s, H_SYNACK] - SF[s, H_SYN], SF[s, H_ACK] - SF[s, H_SYNACK]
 
 
 @njit(cache=True, nogil=True)
@@ -248,6 +270,7 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
                 SI[s, EXPIRED] = 0     # a new flow record on the same key (the old one is written)
             _reset_flow_record(SI, SF, s)
             _open_flow(SI, s, swap[i], proto[i], sport[i], dport[i], icmp_t[i], icmp_c[i], flags[i])
+            _reset_handshake(SF, s)
             SI[s, FRESH] = 0
         elif ts[i] - SF[s, F_LAST] >= idle:
             if SF[s, R_START] < INF:   # an interval longer than the idle timeout: close it first
@@ -256,6 +279,7 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
                 _close_record(SI, SF, OF, OI, n, s)
                 n += 1
             _open_flow(SI, s, swap[i], proto[i], sport[i], dport[i], icmp_t[i], icmp_c[i], flags[i])
+            _reset_handshake(SF, s)
         if SF[s, R_START] == INF:      # a new status record: its deadline joins the ring
             SF[s, R_START] = ts[i]
             SI[s, GEN] += 1
@@ -266,6 +290,8 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
         SF[s, R_START] = min(SF[s, R_START], ts[i])
         SF[s, F_LAST] = max(SF[s, F_LAST], ts[i])
         from_source = (not swap[i]) == SI[s, DIR]
+        if proto[i] == 6:
+            _handshake(SF, s, from_source, flags[i], ts[i])
         if from_source:
             SI[s, R_SPKTS] += 1
             SI[s, R_SBYTES] += wirelen[i]
