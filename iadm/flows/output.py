@@ -1,5 +1,10 @@
 """Writing record frames: CSV (Bot-IoT column order) and Parquet, streamed batch by batch.
 
+A Parquet *dataset* (`DatasetWriter`, what `iadm features` writes) is a directory partitioned by
+capture and hour, `OUT.parquet/capture=NAME/hour=YYYY-MM-DDTHH/part-0.parquet` (the hour of the
+record's stime, UTC), every file with one declared schema (`PARQUET_SCHEMA`) whatever a capture's
+frames carried, so that many captures written by many workers read back as one table.
+
 Both formats go through pyarrow: the CSV with one `pyarrow.csv.CSVWriter` (header once, every
 batch appended as it comes), the Parquet with one `pyarrow.parquet.ParquetWriter` (schema fixed by
 the first batch, later batches cast to it), so memory does not grow with the capture.
@@ -10,7 +15,11 @@ label columns as empty fields, `smac` (a MAC kept as an integer, 0 = unknown) as
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
+import urllib.parse
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -170,3 +179,135 @@ class RecordWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# The records' own dtypes (iadm.flows.records.make_records and the window aggregates), text as
+# text (as a CSV holds them), labels nullable: a capture written without labels and one labelled
+# by rules share one schema.
+_TEXT = {"flgs", "proto", "saddr", "daddr", "state", "category", "subcategory", "smac"}
+_INT = {"pkSeqID", "proto_number", "sport", "dport", "pkts", "bytes", "state_number", "seq", "spkts", "dpkts",
+        "sbytes", "dbytes", "attack", "sflags", "dflags", "rule_sid"}
+# every other column (times, durations, rates, window aggregates, any measure added later) is float64
+PARQUET_SCHEMA = pa.schema(
+    [(c, pa.string() if c in _TEXT else pa.int64() if c in _INT else pa.float64()) for c in CSV_COLUMNS])
+PARTITIONING = pa.schema([("capture", pa.string()), ("hour", pa.string())])
+
+
+def record_table(records: pd.DataFrame) -> pa.Table:
+    """A record frame as an Arrow table of PARQUET_SCHEMA (missing columns null, MACs as text).
+    A value that does not fit its column's type is refused, naming the column."""
+    n = len(records)
+    columns = []
+    for field in PARQUET_SCHEMA:
+        col = field.name
+        if col not in records:
+            columns.append(pa.nulls(n, field.type))
+            continue
+        s = records[col]
+        if col == "smac" and _is_mac_int(s):
+            columns.append(mac_array(s.to_numpy()))
+            continue
+        try:
+            array = pa.array(s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else s,
+                             from_pandas=True)
+            columns.append(array if array.type == field.type else array.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"records column {col!r} ({s.dtype}) is not {field.type}: {exc}") from None
+    return pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA)
+
+
+def _hour_names(hours: np.ndarray) -> np.ndarray:
+    """Hours since the epoch as partition values: the UTC hour as YYYY-MM-DDTHH."""
+    uniq, inverse = np.unique(hours, return_inverse=True)
+    names = np.array([dt.datetime.fromtimestamp(int(h) * 3600, dt.UTC).strftime("%Y-%m-%dT%H")
+                      for h in uniq], dtype=object)
+    return names[inverse.ravel()]
+
+
+def partition_dir(capture: str) -> str:
+    """The directory name of a capture's partition (names are URI-escaped: a path may be a name)."""
+    return "capture=" + urllib.parse.quote(capture, safe="")
+
+
+class DatasetWriter:
+    """Streams one capture's record frames into a partitioned Parquet dataset under `root`.
+
+    Each hour of the capture gets one file, written a row group at a time (at most `row_group`
+    rows buffered per hour), so memory does not grow with the capture. The capture's partition is
+    built beside the dataset under a hidden name and swapped in by `close()`: a capture written
+    again replaces its old records, and one that fails half-way (`abort()`) leaves them as they
+    were. Readers skip the hidden directories.
+    """
+
+    def __init__(self, root: str, capture: str, row_group: int = 1 << 17):
+        if not capture:
+            raise ValueError(f"{root}: a capture needs a name to be written into a dataset")
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise ValueError(f"{root}: exists and is not a directory (a Parquet dataset is one)")
+        self.root, self.capture, self.row_group = root, capture, row_group
+        self.final = os.path.join(root, partition_dir(capture))
+        self.staging = os.path.join(root, f".{partition_dir(capture)}.{uuid.uuid4().hex[:12]}")
+        os.makedirs(self.staging)
+        self.rows = 0
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending_rows: dict[str, int] = {}
+
+    def write(self, records: pd.DataFrame) -> None:
+        if not len(records):
+            return
+        table = record_table(records)
+        hours = _hour_names(np.floor(table.column("stime").to_numpy(zero_copy_only=False) / 3600.0)
+                            .astype(np.int64))
+        for hour in pd.unique(hours):
+            part = table.filter(pa.array(hours == hour)) if len(set(hours)) > 1 else table
+            self._pending.setdefault(hour, []).append(part)
+            self._pending_rows[hour] = self._pending_rows.get(hour, 0) + len(part)
+            if self._pending_rows[hour] >= self.row_group:
+                self._flush(hour)
+        self.rows += len(records)
+
+    def _flush(self, hour: str) -> None:
+        parts = self._pending.pop(hour, [])
+        self._pending_rows.pop(hour, None)
+        if not parts:
+            return
+        writer = self._writers.get(hour)
+        if writer is None:
+            directory = os.path.join(self.staging, f"hour={hour}")
+            os.makedirs(directory, exist_ok=True)
+            writer = self._writers[hour] = pq.ParquetWriter(os.path.join(directory, "part-0.parquet"),
+                                                           PARQUET_SCHEMA)
+        writer.write_table(pa.concat_tables(parts), row_group_size=max(self.row_group, 1))
+
+    def close(self) -> None:
+        """Write what is buffered and swap the capture's partition in (an empty capture leaves it empty)."""
+        for hour in list(self._pending):
+            self._flush(hour)
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        old = None
+        if os.path.exists(self.final):
+            old = f"{self.staging}.old"
+            os.rename(self.final, old)
+        os.rename(self.staging, self.final)
+        if old:
+            shutil.rmtree(old)
+
+    def abort(self) -> None:
+        """Drop what this writer wrote; the capture's previous records stay."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self._pending.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -25,7 +25,7 @@ WINDOW_COLUMNS = [
     "Pkts_P_State_P_Protocol_P_SrcIP",
 ]
 LABEL_COLUMNS = ["attack", "category", "subcategory"]
-EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat"]
+EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer"]
 RECORD_COLUMNS = BASE_COLUMNS + WINDOW_COLUMNS
 CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 
@@ -226,6 +226,8 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
         # seconds, measured at the mirror: SYN to SYN-ACK (the server side), SYN-ACK to ACK (the
         # client side); empty where the flow's handshake was not seen (docs/features.md)
         "synack": of[:, t.O_SYNACK], "ackdat": of[:, t.O_ACKDAT],
+        # UDP: the source's first packet to the destination's first answer (DNS, NTP, CoAP, ...)
+        "answer": of[:, t.O_ANSWER],
     }, copy=False)   # fresh arrays: no copy into consolidated blocks
     # The addresses as numbers, for the window aggregates (which would otherwise hash the text).
     frame.attrs["addresses"] = NumericAddresses(s_hi, s_lo, d_hi, d_lo)

@@ -46,8 +46,9 @@ KEY_WORDS = 5
 
 # Slot columns. Float: the open status record (R_*), the flow record so far (M_*), the flow's
 # last packet and the open record's deadline.
-R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST, H_SYN, H_SYNACK, H_ACK = range(12)
-NSF = 12
+R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST, H_SYN, H_SYNACK, H_ACK, H_ASK, \
+    H_ANSWER = range(14)
+NSF = 14
 # Int: record counts and flags, the flow's flags so far (for TCP state), flow-record totals,
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
@@ -57,8 +58,8 @@ NSI = 26
 
 # Row buffer columns: one row per record written (a closed status record with the flow record
 # so far, or a final flow record).
-O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK, O_ACKDAT = range(10)
-NOF = 10
+O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK, O_ACKDAT, O_ANSWER = range(11)
+NOF = 11
 (O_SLOT, O_FINAL, O_DIR, O_SMAC, O_SPKTS, O_DPKTS, O_SBYTES, O_DBYTES, O_STATE, O_SFLAGS, O_DFLAGS,
  O_MSPKTS, O_MDPKTS, O_MSBYTES, O_MDBYTES, O_MNREC, O_MSTATE, O_PROTO, O_SPORT, O_DPORT, O_FSFLAGS,
  O_FDFLAGS) = range(22)
@@ -141,8 +142,19 @@ def _handshake(SF, s, from_source, flags, t):
 
 
 @njit(cache=True, nogil=True)
+def _exchange(SF, s, from_source, t):
+    """A UDP request/response flow (DNS, NTP, CoAP, ...): the source's first packet, and the
+    destination's first answer after it (the responder's delay plus the path's round trip)."""
+    if from_source:
+        if SF[s, H_ASK] != SF[s, H_ASK]:
+            SF[s, H_ASK] = t
+    elif SF[s, H_ASK] == SF[s, H_ASK] and SF[s, H_ANSWER] != SF[s, H_ANSWER]:
+        SF[s, H_ANSWER] = t
+
+
+@njit(cache=True, nogil=True)
 def _reset_handshake(SF, s):
-    SF[s, H_SYN] = SF[s, H_SYNACK] = SF[s, H_ACK] = np.nan
+    SF[s, H_SYN] = SF[s, H_SYNACK] = SF[s, H_ACK] = SF[s, H_ASK] = SF[s, H_ANSWER] = np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -168,6 +180,7 @@ def _write_row(SI, SF, OF, OI, n, s, final):
     OI[n, O_FSFLAGS], OI[n, O_FDFLAGS] = SI[s, F_SFLAGS], SI[s, F_DFLAGS]
     # the handshake's two halves as Argus names them (NaN where the flow's handshake was not seen)
     OF[n, O_SYNACK], OF[n, O_ACKDAT] = SF[s, H_SYNACK] - SF[s, H_SYN], SF[s, H_ACK] - SF[s, H_SYNACK]
+    OF[n, O_ANSWER] = SF[s, H_ANSWER] - SF[s, H_ASK] if SI[s, PROTO] == 17 else np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -292,6 +305,8 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
         from_source = (not swap[i]) == SI[s, DIR]
         if proto[i] == 6:
             _handshake(SF, s, from_source, flags[i], ts[i])
+        elif proto[i] == 17:
+            _exchange(SF, s, from_source, ts[i])
         if from_source:
             SI[s, R_SPKTS] += 1
             SI[s, R_SBYTES] += wirelen[i]

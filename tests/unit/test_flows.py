@@ -190,18 +190,22 @@ def test_a_table_that_grows_gives_the_records_of_one_made_at_full_size(monkeypat
 
 def test_the_handshake_is_split_at_the_mirror_and_empty_where_not_seen():
     """synack: SYN to SYN-ACK (server side), ackdat: SYN-ACK to ACK (client side), on every record
-    of the flow; a retransmitted SYN keeps the first; a flow met mid-way, UDP and ICMP: empty."""
+    of the flow; a retransmitted SYN keeps the first; a flow met mid-way, UDP and ICMP: empty.
+    answer: a UDP request's first answer."""
     syn = E / IP(src=A, dst=B) / TCP(sport=40001, dport=80, flags="S")
     synack = E / IP(src=B, dst=A) / TCP(sport=80, dport=40001, flags="SA")
     ack = E / IP(src=A, dst=B) / TCP(sport=40001, dport=80, flags="A")
     data = E / IP(src=A, dst=B) / TCP(sport=40001, dport=80, flags="PA") / Raw(b"x" * 10)
     midway = E / IP(src=A, dst=B) / TCP(sport=40002, dport=80, flags="PA") / Raw(b"y" * 10)
     udp = E / IP(src=A, dst=B) / UDP(sport=5000, dport=53)
+    answer = E / IP(src=B, dst=A) / UDP(sport=53, dport=5000)
     trace = [(2000.0, syn), (2000.5, syn), (2000.530, synack), (2000.545, ack), (2000.6, data), (2001.0, midway),
-             (2001.1, udp), (2007.0, data)]
+             (2001.1, udp), (2001.112, answer), (2001.2, udp), (2001.3, answer), (2007.0, data)]
     recs, _ = records(trace, kind="status", status_interval=5.0)
     shook = recs[recs.sport == 40001]
     assert len(shook) == 2   # two status records of one flow: both carry its handshake
     np.testing.assert_allclose(shook.synack, 0.530, atol=1e-6)
     np.testing.assert_allclose(shook.ackdat, 0.015, atol=1e-6)
     assert recs[recs.sport != 40001][["synack", "ackdat"]].isna().all().all()
+    np.testing.assert_allclose(recs[recs.sport == 5000].answer, 0.012, atol=1e-6)   # the first answer counts
+    assert recs[recs.proto.astype(str) == "tcp"].answer.isna().all()
