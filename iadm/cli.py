@@ -86,6 +86,10 @@ def _labeller(args, watch=False, model=None, responder_options=None, rule_files=
 
 
 def cmd_features(args) -> int:
+    if args.output.lower().endswith(".parquet"):
+        return _features_dataset(args)
+    if args.dask or not os.path.isfile(args.pcap):
+        raise ValueError(f"{args.output}: many captures, or --dask, write a dataset: give an OUT.parquet")
     from iadm.monitor import convert
     stats = convert(args.pcap, args.output, labeller=_labeller(args), **_flow_options(args))
     print(f"{args.pcap}: {stats['packets']:,} packets, {stats['decoded']:,} decoded, "
@@ -97,6 +101,34 @@ def cmd_features(args) -> int:
     if skipped:
         print(f"  not decoded: {skipped}", file=sys.stderr)
     return 0
+
+
+def _features_dataset(args) -> int:
+    """Captures to a records dataset partitioned by capture and hour, here or on a Dask cluster."""
+    import contextlib
+
+    from iadm.scale.features import extract_many
+    if args.workers and not args.dask:
+        raise ValueError("--workers sizes the local Dask cluster: give it with --dask local")
+    with (_dask_client(args) if args.dask else contextlib.nullcontext()) as client:
+        stats = extract_many(args.pcap, args.output, _flow_options(args), client=client, rules=args.rules,
+                             variables=args.vars)
+    print(f"{args.pcap}: {stats['captures']} captures, {stats['packets']:,} packets, {stats['decoded']:,} decoded, "
+          f"{stats['records_written']:,} records -> {args.output} in {stats['seconds']:.1f} s", file=sys.stderr)
+    if args.rules:
+        print(f"  labelled by rules: {stats['rule_attacks']:,} attack records", file=sys.stderr)
+    if stats["skipped"]:
+        print(f"  not decoded: {stats['skipped']}", file=sys.stderr)
+    if stats["failed"]:
+        from iadm.capture.batch import CaptureError
+        raise CaptureError(f"{len(stats['failed'])} of {stats['captures']} captures failed (the others are "
+                           "written):\n  " + "\n  ".join(stats["failed"]))
+    return 0
+
+
+def _dask_client(args):
+    from iadm.scale.cluster import connect
+    return connect(args.dask, workers=args.workers)
 
 
 def cmd_monitor(args) -> int:
@@ -249,12 +281,10 @@ def cmd_rules_check(args) -> int:
 
 
 def cmd_rules_generate(args) -> int:
-    import pandas as pd
-
+    from iadm.ml.datasets import read_records
     from iadm.rules.generate import generate
     try:
-        frame = pd.read_parquet(args.data) if args.data.endswith(".parquet") else pd.read_csv(args.data,
-                                                                                               low_memory=False)
+        frame = read_records(args.data)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{args.data}: cannot read labelled records: {exc}") from None
     result = generate(frame, first_sid=args.first_sid, min_leaf=args.min_leaf, seed=args.seed, source=args.data)
@@ -268,9 +298,17 @@ def cmd_rules_generate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from iadm.ml.train import train
-    model = train(args.data, args.model, args.output, features_name=args.features, target=args.target,
-                  seed=args.seed, names_file=args.names, record_kind=args.record_kind)
+    if args.dask:
+        from iadm.ml.dask_train import train_on_cluster
+        with _dask_client(args) as client:
+            model = train_on_cluster(args.data, args.model, args.output, client, features_name=args.features,
+                                     target=args.target, seed=args.seed, record_kind=args.record_kind)
+    else:
+        if args.workers:
+            raise ValueError("--workers sizes the local Dask cluster: give it with --dask local")
+        from iadm.ml.train import train
+        model = train(args.data, args.model, args.output, features_name=args.features, target=args.target,
+                      seed=args.seed, names_file=args.names, record_kind=args.record_kind)
     print(f"model -> {model.path} (card {model.path[:-7]}.json), hold-out F1-macro "
           f"{model.card['metrics']['f1_macro']:.4f}")
     return 0
@@ -315,9 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rules", action="append", help="label records with these rule files (repeatable)")
         p.add_argument("--vars", help="variables file for the rules (rules/variables.conf)")
 
-    p = sub.add_parser("features", help="turn a pcap/pcapng file into Bot-IoT flow records (.csv or .parquet)")
-    p.add_argument("pcap")
-    p.add_argument("-o", "--output", required=True, help="records file: .csv or .parquet")
+    def dask_args(p, what):
+        p.add_argument("--dask", metavar="local|ADDRESS", help=f"{what} on a Dask cluster: `local` (a LocalCluster "
+                                                              "here) or a scheduler's address (tcp://HOST:8786)")
+        p.add_argument("--workers", type=int, help="worker processes of a local cluster (one per core)")
+
+    p = sub.add_parser("features", help="turn captures into Bot-IoT flow records (.csv, or a .parquet dataset "
+                                        "partitioned by capture and hour)")
+    p.add_argument("pcap", help="a pcap/pcapng file, a directory of them, or a glob (quoted)")
+    p.add_argument("-o", "--output", required=True, help="records: a .csv file (one capture), or OUT.parquet: a "
+                                                         "dataset directory, capture=NAME/hour=YYYY-MM-DDTHH/")
+    dask_args(p, "one task per capture")
     p.add_argument("--record-kind", choices=("flow", "status", "running"), default="flow",
                    help="flow: one per flow, as racluster and Bot-IoT's rows (default); status: Argus's status "
                         "records; running: the flow record so far at each status record (what the live "
@@ -405,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_baseline_learn)
 
     p = sub.add_parser("train", help="train a model on labelled records and register it (joblib + card)")
-    p.add_argument("data", help="Bot-IoT CSV (any published shape) or our records (.csv/.parquet)")
+    p.add_argument("data", help="Bot-IoT CSV (any published shape) or our records (.csv/.parquet, or a records "
+                                "dataset directory: then the hold-out is whole captures)")
     p.add_argument("--model", choices=("rf", "adaboost", "lightgbm", "knn", "tree"), default="rf")
     p.add_argument("--features", choices=("default", "report", "numeric"), default="default",
                    help="default: leakage-free; report: the reference report's ten; numeric: every numeric column")
@@ -416,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "features`), status, or running (`iadm dataset capture`, what the live detector sees)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="models/NAME: writes NAME.joblib and NAME.json")
+    dask_args(p, "train (a records dataset directory; LightGBM through lightgbm.dask, the scikit-learn models "
+                 "through joblib's Dask backend)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="the report's tables (and more) for a registered model on labelled records")
@@ -444,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     api_args(p)
     p.set_defaults(func=cmd_blocks)
+
+    from iadm.fleet.command import register as register_fleet   # `iadm fleet collect` (docs/fleet.md)
+    register_fleet(sub)
     return parser
 
 

@@ -6,7 +6,8 @@ Shapes read:
   dataset's 35 in their published order);
 - the 5% extract (`Full5pc`) and the 10-best training/testing files, with
   `,` or `;` between fields and quoted headers;
-- the monitor's records (CSV or Parquet, same column names);
+- the monitor's records (CSV or Parquet, same column names), and a records dataset (the directory
+  `iadm features` writes, partitioned by capture and hour; its rows carry a `capture` column);
 - any of these with `category` but no `attack` column (a common published
   shape): `attack` follows from `category` (Normal = 0, anything else = 1).
 
@@ -69,6 +70,13 @@ def read_records(path: str, names_file: str | None = None) -> pd.DataFrame:
     """The raw table of a file, with Bot-IoT column names; no cleaning."""
     if not os.path.exists(path):
         raise DatasetError(f"{path}: no such file")
+    if os.path.isdir(path):
+        from iadm.scale.dataset import DatasetError as PartsError
+        from iadm.scale.dataset import read_frame
+        try:
+            return read_frame(path)
+        except PartsError as exc:
+            raise DatasetError(str(exc)) from None
     if path.endswith(".parquet"):
         return pd.read_parquet(path)
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
@@ -114,8 +122,10 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def numeric_ports(frame: pd.DataFrame) -> pd.DataFrame:
-    """Ports as integers: `80.0` -> 80, ARP's and ICMP's hex `0x0303` -> 771, empty -> -1."""
-    ports = {col: frame[col].map(_port).astype(np.int64) for col in ("sport", "dport") if col in frame}
+    """Ports as integers: `80.0` -> 80, ARP's and ICMP's hex `0x0303` -> 771, empty -> -1.
+    Integer columns (our records) are already that: no per-value parse."""
+    ports = {col: frame[col].astype(np.int64) if pd.api.types.is_integer_dtype(frame[col].dtype)
+             else frame[col].map(_port).astype(np.int64) for col in ("sport", "dport") if col in frame}
     return frame.assign(**ports)
 
 

@@ -83,8 +83,14 @@ MAX_ROWS_PER_TREE = 200_000
 MAX_ROWS_SAMPLED = 300_000
 
 
-def fit(kind: str, x: pd.DataFrame, y: pd.Series, seed: int = 0):
+def fit(kind: str, x: pd.DataFrame, y: pd.Series, seed: int = 0, jobs: int | None = None):
+    """`jobs` overrides the models' own parallelism (-1: as many as the joblib backend has, e.g. a
+    Dask cluster's workers); the tree and AdaBoost fit in one thread whatever it says."""
     model = build(kind, seed)
+    if jobs is not None and kind == "rf":
+        model.set_params(n_jobs=jobs)
+    elif jobs is not None and kind == "knn":
+        model.set_params(kneighborsclassifier__n_jobs=jobs)
     if kind in ("adaboost", "knn") and len(x) > MAX_ROWS_SAMPLED:
         # AdaBoost's rounds are sequential and each sorts every row (3M rows: half an hour);
         # KNN pays for every stored row at prediction time. Both train on a stratified sample.

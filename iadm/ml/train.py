@@ -10,6 +10,7 @@ import pandas as pd
 from iadm.ml import evaluate, registry
 from iadm.ml.datasets import clean, derive, read_records
 from iadm.ml.models import TARGETS, feature_set, fit, with_window_features
+from iadm.ml.split import split
 
 
 def _prepare(path: str, features_name: str, target: str, names_file: str | None = None):
@@ -26,13 +27,16 @@ def _prepare(path: str, features_name: str, target: str, names_file: str | None 
 def train(path: str, kind: str, out: str, features_name: str = "default", target: str = "attack",
           seed: int = 0, names_file: str | None = None, record_kind: str = "flow",
           stream=sys.stderr) -> registry.Model:
-    from sklearn.model_selection import train_test_split
-    frame, features, y, cleaned = _prepare(path, features_name, target, names_file)
-    print(cleaned.summary(), file=stream)
-    train_idx, test_idx = train_test_split(frame.index, test_size=0.2, stratify=y, random_state=seed)
-    x = frame[features].astype(np.float64)
     import threading
     import time
+    began = time.monotonic()
+    frame, features, y, cleaned = _prepare(path, features_name, target, names_file)
+    print(cleaned.summary(), file=stream)
+    train_idx, test_idx, how = split(frame, y, seed)
+    if how["by"] == "capture":
+        print(f"hold-out: {len(how['holdout_captures'])} of {frame['capture'].nunique()} captures "
+              f"({len(test_idx):,} rows)", file=stream)
+    x = frame[features].astype(np.float64)
     print(f"training {kind} on {len(train_idx):,} rows, {len(features)} features, target {target} ...",
           file=stream, flush=True)
     started, done = time.monotonic(), threading.Event()
@@ -46,12 +50,18 @@ def train(path: str, kind: str, out: str, features_name: str = "default", target
         model = fit(kind, x.loc[train_idx], y.loc[train_idx], seed)
     finally:
         done.set()
-    print(f"trained in {time.monotonic() - started:.1f} s", file=stream, flush=True)
+    fit_seconds = time.monotonic() - started
+    print(f"trained in {fit_seconds:.1f} s", file=stream, flush=True)
+    captures = int(frame["capture"].nunique()) if "capture" in frame else 1
     card = {"kind": kind, "features": features, "feature_set": features_name, "target": target,
             "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_],
-            "data": {"source": path, "record_kind": record_kind, "rows": len(frame), "fingerprint": registry.fingerprint(frame[features + [target]]),
+            "data": {"source": path, "record_kind": record_kind, "rows": len(frame), "captures": captures,
+                     "train_rows": len(train_idx),
+                     "fingerprint": registry.fingerprint(frame[features + [target]]),
                      "class_balance": {str(k): int(v) for k, v in y.value_counts().items()},
                      "cleaning": cleaned.summary()},
+            "split": how, "cluster": None,
+            "time": {"fit_seconds": round(fit_seconds, 3), "read_and_fit_seconds": round(time.monotonic() - began, 3)},
             "command": f"iadm train {shlex.quote(path)} --model {kind} --features {features_name} "
                        f"--target {target} -o {shlex.quote(out)}" + (f" --seed {seed}" if seed else "")
                        + (f" --names {shlex.quote(names_file)}" if names_file else "")
@@ -102,11 +112,9 @@ def compare(path: str, kinds=("rf", "adaboost", "lightgbm", "knn"), features_nam
     """The report's Table 10: every model trained and scored on one stratified split."""
     import time
 
-    from sklearn.model_selection import train_test_split
-
     from iadm.ml.models import fit
     frame, features, y, _ = _prepare(path, features_name, target, names_file)
-    train_idx, test_idx = train_test_split(frame.index, test_size=0.2, stratify=y, random_state=seed)
+    train_idx, test_idx, _ = split(frame, y, seed)
     x = frame[features].astype(np.float64)
     truth_attack = frame.loc[test_idx, "attack"].astype(int).to_numpy()
     rows = []
