@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from iadm.scenario.report import outcomes, table, timeline
+from iadm.scenario.report import delay_table, outcomes, table, timeline
 from iadm.scenario.runner import run_scenario
 from iadm.scenario.spec import host_mac, load_scenario
 
@@ -45,6 +45,8 @@ def main() -> int:
     png = result.outdir / "timeline.png"
     timeline(result, rows, png)
     print(f"timeline: {png}")
+    step("the victims' delay at the mirror (benign handshakes and answers; --alert-only lets the floods run)")
+    print(delay_table(result, rows))
 
     blocked = {b["match"].get("eth_src") for b in result.blocks if b["action"] == "block"}
     attackers = {h for a in scenario.attacks for h in a.hosts}

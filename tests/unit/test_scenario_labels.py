@@ -65,3 +65,34 @@ def test_bad_scenarios_name_file_and_key(tmp_path, text, words):
     with pytest.raises(ConfigError, match=None) as err:
         load_scenario(str(path))
     assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_the_delay_table_shows_a_victim_answering_later_during_an_attack(tmp_path):
+    """Benign handshakes to Host2 answered in 1 ms before and after an attack, in 40 ms during it:
+    the demo's delay table says so; the attacker's own flows are not counted."""
+    from scapy.all import IP, TCP, Ether
+
+    from iadm.scenario.label import Window
+    from iadm.scenario.report import AttackOutcome, delay_table
+    from iadm.scenario.runner import RunResult
+    from tests.pcaptools import write_pcap
+    h1, h2, a1 = "00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:65"
+    packets = []
+    for n, (t, rtt) in enumerate([(100 + i, 0.001) for i in range(5)] + [(110 + i * 0.5, 0.040) for i in range(4)]
+                                 + [(113 + i, 0.001) for i in range(5)]):
+        port = 40000 + n
+        for dt, src, dst, s, d, sp, dp, flags in ((0, h1, h2, "10.0.0.1", "10.0.0.2", port, 80, "S"),
+                                                  (rtt, h2, h1, "10.0.0.2", "10.0.0.1", 80, port, "SA"),
+                                                  (rtt + 0.0002, h1, h2, "10.0.0.1", "10.0.0.2", port, 80, "A")):
+            packets.append((t + dt, bytes(Ether(src=src, dst=dst) / IP(src=s, dst=d) / TCP(sport=sp, dport=dp, flags=flags))))
+    packets += [(110.1 + i * 0.01, bytes(Ether(src=a1, dst=h2) / IP(src="10.0.0.101", dst="10.0.0.2")
+                                         / TCP(sport=1000 + i, dport=80, flags="S"))) for i in range(50)]
+    packets.sort(key=lambda p: p[0])
+    write_pcap(tmp_path / "monitor.pcap", packets)
+    window = Window("syn-flood a1->h2", "syn-flood", ["a1"], [a1], "h2", 109.5, 113.0, "DoS", "TCP")
+    result = RunResult(outdir=tmp_path, t0=90.0, windows=[window], pcap=tmp_path / "monitor.pcap")
+    row = AttackOutcome(window.name, 109.5, 110.0, 110.2, 112.0, 0, 0, 0, [])
+    text = delay_table(result, [row])
+    cells = " ".join(text.splitlines()[-1].split())
+    # synack before / during / after (median ms and count), then the answers (none: no UDP)
+    assert cells.startswith("syn-flood a1->h2 10.0.0.2 1.00 ( 5) 40.00 ( 4) 1.00 ( 5)"), text
