@@ -246,18 +246,6 @@ CREATE INDEX IF NOT EXISTS traffic_coarse_bucket ON traffic_coarse (bucket);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-_GROUP_COLUMNS = ("id, gateway, signature_id, signature, src_ip, dest_ip, src_mac, category, technique, mitre, "
-                  "verdict_source, action, count, records, first_seen, last_seen, state, not_attack_by, "
-                  "not_attack_at")
-
-
-def _group_row(row) -> dict:
-    doc = dict(zip([c.strip() for c in _GROUP_COLUMNS.split(",")], row))
-    by, at = doc.pop("not_attack_by"), doc.pop("not_attack_at")
-    doc["not_attack"] = {"who": by, "at": at} if at is not None else None
-    return doc
-
-
 def _first(meta: dict, name: str) -> str:
     value = (meta or {}).get(name)
     if isinstance(value, list):
@@ -270,6 +258,89 @@ def _check_page(offset: int, limit: int) -> None:
         raise StoreError("offset must be an integer >= 0", "offset")
     if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise StoreError(f"limit must be an integer from 1 to {MAX_LIMIT}", "limit")
+
+
+def group_terms(where: GroupFilter, param: str = "?", contains: str = "instr({column}, {param}) > 0",
+                unindexed: str = "+") -> tuple[str, list]:
+    """The WHERE clause of an inbox query and its arguments, in a dialect: `param` the driver's
+    placeholder, `contains` the SQL of a substring test, `unindexed` what keeps the planner off the
+    gateway's index when an address narrows more (SQLite's unary +; "" elsewhere)."""
+    terms, args = [], []
+    if where.state is None:
+        terms.append("state IN ('inbox', 'escalated')")
+    elif where.state != "all":
+        terms.append(f"state = {param}")
+        args.append(where.state)
+    for column, value in (("gateway", where.gateway), ("category", where.category),
+                          ("technique", where.technique), ("action", where.action)):
+        if value:
+            terms.append(f"{unindexed if column == 'gateway' and where.address else ''}{column} = {param}")
+            args.append(value)
+    if where.source:
+        terms.append(contains.format(column="verdict_source", param=param))
+        args.append(where.source)
+    if where.address:
+        terms.append(f"(src_ip = {param} OR dest_ip = {param})")
+        args += [where.address, where.address]
+    if where.since is not None:
+        terms.append(f"last_seen >= {param}")
+        args.append(where.since)
+    if where.until is not None:
+        terms.append(f"first_seen < {param}")
+        args.append(where.until)
+    return ("WHERE " + " AND ".join(terms)) if terms else "", args
+
+
+def equal_terms(pairs, param: str = "?") -> tuple[str, list]:
+    """WHERE column = value AND ... for the pairs whose value is given."""
+    given = [(column, value) for column, value in pairs if value]
+    return ("WHERE " + " AND ".join(f"{column} = {param}" for column, _ in given)) if given else "", \
+        [value for _, value in given]
+
+
+GROUP_COLUMNS = ("id, gateway, signature_id, signature, src_ip, dest_ip, src_mac, category, technique, mitre, "
+                 "verdict_source, action, count, records, first_seen, last_seen, state, not_attack_by, "
+                 "not_attack_at")
+MITIGATION_COLUMNS = "gateway, block_id, action, match, attacker, reason, installed_at, ended_at, ended_by, group_id"
+DEVICE_COLUMNS = ("gateway", "mac", "addresses", "first_seen", "last_seen", "packets", "bytes", "alerts")
+
+
+def group_row(row) -> dict:
+    doc = dict(zip([c.strip() for c in GROUP_COLUMNS.split(",")], row))
+    by, at = doc.pop("not_attack_by"), doc.pop("not_attack_at")
+    doc["not_attack"] = {"who": by, "at": at} if at is not None else None
+    return doc
+
+
+def mitigation_row(row) -> dict:
+    doc = dict(zip([c.strip() for c in MITIGATION_COLUMNS.split(",")], row))
+    doc["match"] = json.loads(doc["match"] or "{}")
+    return doc
+
+
+def device_row(row) -> dict:
+    return dict(zip(DEVICE_COLUMNS, row)) | {"addresses": json.loads(row[2])}
+
+
+def operator_updates(event: dict, ts: float, param: str = "?", prefix: str = "") -> list:
+    """The (sql, args) an operator event makes of the store: an unblock ends its mitigation;
+    archive, escalate, inbox and "not an attack" set its group's state. `prefix`: the tables' (a
+    shared PostgreSQL database names them alert_*)."""
+    op = event.get("operator") or {}
+    action = op.get("action")
+    key = (event.get("host") or "", int(op.get("signature_id") or 0), str(op.get("signature") or ""),
+           event.get("src_ip") or "", event.get("dest_ip") or "")
+    if action == "unblock" and op.get("block_id") is not None:
+        return [(f"UPDATE {prefix}mitigations SET ended_at = {param}, ended_by = {param} WHERE gateway = {param} "
+                 f"AND block_id = {param} AND ended_at IS NULL", (ts, op.get("who") or "", key[0], str(op["block_id"])))]
+    where = " AND ".join(f"{c} = {param}" for c in ("gateway", "signature_id", "signature", "src_ip", "dest_ip"))
+    if action in ("archive", "escalate", "inbox"):
+        state = {"archive": "archived", "escalate": "escalated", "inbox": "inbox"}[action]
+        return [(f"UPDATE {prefix}groups SET state = {param} WHERE {where}", (state, *key))]
+    if action == "not_attack":
+        return [(f"UPDATE {prefix}groups SET state = 'archived', not_attack_by = {param}, not_attack_at = {param} "
+                 f"WHERE {where}", (op.get("who") or "", ts, *key))]
+    return []
 
 
 class SQLiteAlertStore(AlertStore):
@@ -454,22 +525,8 @@ class SQLiteAlertStore(AlertStore):
                    (json.dumps(addresses), ts, ts, packets, nbytes, alerts, gateway, key))
 
     def _add_operator(self, event: dict, ts: float) -> None:
-        op = event.get("operator") or {}
-        action = op.get("action")
-        key = (event.get("host") or "", int(op.get("signature_id") or 0), str(op.get("signature") or ""),
-               event.get("src_ip") or "", event.get("dest_ip") or "")
-        db = self._db
-        if action == "unblock" and op.get("block_id") is not None:
-            db.execute("UPDATE mitigations SET ended_at = ?, ended_by = ? WHERE gateway = ? AND block_id = ? "
-                       "AND ended_at IS NULL", (ts, op.get("who") or "", key[0], str(op["block_id"])))
-            return
-        where = "gateway = ? AND signature_id = ? AND signature = ? AND src_ip = ? AND dest_ip = ?"
-        if action in ("archive", "escalate", "inbox"):
-            state = {"archive": "archived", "escalate": "escalated", "inbox": "inbox"}[action]
-            db.execute(f"UPDATE groups SET state = ? WHERE {where}", (state, *key))
-        elif action == "not_attack":
-            db.execute(f"UPDATE groups SET state = 'archived', not_attack_by = ?, not_attack_at = ? WHERE {where}",
-                       (op.get("who") or "", ts, *key))
+        for sql, args in operator_updates(event, ts):
+            self._db.execute(sql, args)
 
     def add_traffic(self, gateway: str | None, rows: list) -> None:
         if not rows:
@@ -527,83 +584,49 @@ class SQLiteAlertStore(AlertStore):
     def groups(self, where: GroupFilter, offset: int = 0, limit: int = 50) -> Page:
         where.check()
         _check_page(offset, limit)
-        terms, args = [], []
-        if where.state is None:
-            terms.append("state IN ('inbox', 'escalated')")
-        elif where.state != "all":
-            terms.append("state = ?")
-            args.append(where.state)
-        for column, value in (("gateway", where.gateway), ("category", where.category),
-                              ("technique", where.technique), ("action", where.action)):
-            if value:
-                # an address narrows more than the gateway: its index, not the gateway's
-                terms.append(f"+{column} = ?" if column == "gateway" and where.address else f"{column} = ?")
-                args.append(value)
-        if where.source:
-            terms.append("instr(verdict_source, ?) > 0")
-            args.append(where.source)
-        if where.address:
-            terms.append("(src_ip = ? OR dest_ip = ?)")
-            args += [where.address, where.address]
-        if where.since is not None:
-            terms.append("last_seen >= ?")
-            args.append(where.since)
-        if where.until is not None:
-            terms.append("first_seen < ?")
-            args.append(where.until)
-        clause = ("WHERE " + " AND ".join(terms)) if terms else ""
+        clause, args = group_terms(where)
         with self._fresh():
             total = self._db.execute(f"SELECT count(*) FROM groups {clause}", args).fetchone()[0]
-            rows = self._db.execute(f"SELECT {_GROUP_COLUMNS} FROM groups {clause} ORDER BY last_seen DESC, id DESC "
+            rows = self._db.execute(f"SELECT {GROUP_COLUMNS} FROM groups {clause} ORDER BY last_seen DESC, id DESC "
                                     "LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
-        return Page(total, offset, limit, [_group_row(r) for r in rows])
+        return Page(total, offset, limit, [group_row(r) for r in rows])
 
     def group(self, group_id: int, events: int = 20) -> dict | None:
         with self._fresh():
-            row = self._db.execute(f"SELECT {_GROUP_COLUMNS} FROM groups WHERE id = ?", (group_id,)).fetchone()
+            row = self._db.execute(f"SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?", (group_id,)).fetchone()
             if row is None:
                 return None
             bodies = self._db.execute("SELECT body FROM events WHERE group_id = ? ORDER BY id DESC LIMIT ?",
                                       (group_id, events)).fetchall()
             # its own blocks, and those on its source (an attacker's block stands over all its alerts)
-            doc = _group_row(row)
+            doc = group_row(row)
             mitigations = self._db.execute(
-                f"SELECT {_MITIGATION_COLUMNS} FROM mitigations WHERE group_id = ? OR (gateway = ? AND attacker IN "
+                f"SELECT {MITIGATION_COLUMNS} FROM mitigations WHERE group_id = ? OR (gateway = ? AND attacker IN "
                 "(?, ?)) ORDER BY installed_at DESC", (group_id, doc["gateway"], doc["src_mac"] or "",
                                                        doc["src_ip"])).fetchall()
         doc["events"] = [json.loads(b[0]) for b in bodies]
-        doc["mitigations"] = [_mitigation_row(m) for m in mitigations]
+        doc["mitigations"] = [mitigation_row(m) for m in mitigations]
         return doc
 
     def mitigations(self, gateway: str | None = None, offset: int = 0, limit: int = 50,
                     attacker: str | None = None) -> Page:
         _check_page(offset, limit)
-        terms, args = [], []
-        if gateway:
-            terms.append("gateway = ?")
-            args.append(gateway)
-        if attacker:
-            terms.append("attacker = ?")
-            args.append(attacker)
-        clause = ("WHERE " + " AND ".join(terms)) if terms else ""
+        clause, args = equal_terms((("gateway", gateway), ("attacker", attacker)))
         with self._fresh():
             total = self._db.execute(f"SELECT count(*) FROM mitigations {clause}", args).fetchone()[0]
-            rows = self._db.execute(f"SELECT {_MITIGATION_COLUMNS} FROM mitigations {clause} "
+            rows = self._db.execute(f"SELECT {MITIGATION_COLUMNS} FROM mitigations {clause} "
                                     "ORDER BY installed_at DESC, id DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset)).fetchall()
-        return Page(total, offset, limit, [_mitigation_row(r) for r in rows])
+        return Page(total, offset, limit, [mitigation_row(r) for r in rows])
 
     def devices(self, gateway: str | None = None, offset: int = 0, limit: int = 50) -> Page:
         _check_page(offset, limit)
-        clause, args = ("WHERE gateway = ?", [gateway]) if gateway else ("", [])
+        clause, args = equal_terms((("gateway", gateway),))
         with self._fresh():
             total = self._db.execute(f"SELECT count(*) FROM devices {clause}", args).fetchone()[0]
-            rows = self._db.execute("SELECT gateway, mac, addresses, first_seen, last_seen, packets, bytes, alerts "
-                                    f"FROM devices {clause} ORDER BY last_seen DESC LIMIT ? OFFSET ?",
-                                    (*args, limit, offset)).fetchall()
-        names = ("gateway", "mac", "addresses", "first_seen", "last_seen", "packets", "bytes", "alerts")
-        items = [dict(zip(names, r)) | {"addresses": json.loads(r[2])} for r in rows]
-        return Page(total, offset, limit, items)
+            rows = self._db.execute(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices {clause} "
+                                    "ORDER BY last_seen DESC LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return Page(total, offset, limit, [device_row(r) for r in rows])
 
     def timeline(self, since: float, until: float, step: float, gateway: str | None = None,
                  top: int = 8) -> dict:
@@ -675,13 +698,6 @@ class SQLiteAlertStore(AlertStore):
         self._writer.join(2)
 
 
-_MITIGATION_COLUMNS = "gateway, block_id, action, match, attacker, reason, installed_at, ended_at, ended_by, group_id"
-
-
-def _mitigation_row(row) -> dict:
-    doc = dict(zip([c.strip() for c in _MITIGATION_COLUMNS.split(",")], row))
-    doc["match"] = json.loads(doc["match"] or "{}")
-    return doc
 
 
 def open_store(where: str, **options) -> AlertStore:

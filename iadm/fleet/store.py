@@ -17,13 +17,22 @@ import threading
 
 from iadm.alerts.log import parse_timestamp
 from iadm.console.store import (
+    DEVICE_COLUMNS,
+    GROUP_COLUMNS,
+    MITIGATION_COLUMNS,
     AlertStore,
     GroupFilter,
     Page,
     StoreError,
     _check_page,
     _first,
+    device_row,
+    equal_terms,
     group_key,
+    group_row,
+    group_terms,
+    mitigation_row,
+    operator_updates,
 )
 from iadm.fleet.pgstore import SCHEMA_LOCK, redact
 
@@ -65,25 +74,6 @@ CREATE TABLE IF NOT EXISTS alert_traffic (
 CREATE INDEX IF NOT EXISTS alert_traffic_bucket ON alert_traffic (bucket);
 CREATE SEQUENCE IF NOT EXISTS alert_version;
 """
-
-_GROUP_COLUMNS = ("id, gateway, signature_id, signature, src_ip, dest_ip, src_mac, category, technique, mitre, "
-                  "verdict_source, action, count, records, first_seen, last_seen, state, not_attack_by, "
-                  "not_attack_at")
-_MITIGATION_COLUMNS = "gateway, block_id, action, match, attacker, reason, installed_at, ended_at, ended_by, group_id"
-
-
-def _group_row(row) -> dict:
-    doc = dict(zip([c.strip() for c in _GROUP_COLUMNS.split(",")], row))
-    by, at = doc.pop("not_attack_by"), doc.pop("not_attack_at")
-    doc["not_attack"] = {"who": by, "at": at} if at is not None else None
-    return doc
-
-
-def _mitigation_row(row) -> dict:
-    doc = dict(zip([c.strip() for c in _MITIGATION_COLUMNS.split(",")], row))
-    doc["match"] = json.loads(doc["match"] or "{}")
-    return doc
-
 
 def create_schema(conn) -> None:
     with conn.transaction():
@@ -287,22 +277,8 @@ class PostgresAlertStore(AlertStore):
                    (json.dumps(addresses), ts, ts, packets, nbytes, alerts, gateway, key))
 
     def _add_operator(self, event: dict, ts: float) -> None:
-        op = event.get("operator") or {}
-        action = op.get("action")
-        key = (event.get("host") or "", int(op.get("signature_id") or 0), str(op.get("signature") or ""),
-               event.get("src_ip") or "", event.get("dest_ip") or "")
-        db = self._db
-        if action == "unblock" and op.get("block_id") is not None:
-            db.execute("UPDATE alert_mitigations SET ended_at = %s, ended_by = %s WHERE gateway = %s AND "
-                       "block_id = %s AND ended_at IS NULL", (ts, op.get("who") or "", key[0], str(op["block_id"])))
-            return
-        where = "gateway = %s AND signature_id = %s AND signature = %s AND src_ip = %s AND dest_ip = %s"
-        if action in ("archive", "escalate", "inbox"):
-            state = {"archive": "archived", "escalate": "escalated", "inbox": "inbox"}[action]
-            db.execute(f"UPDATE alert_groups SET state = %s WHERE {where}", (state, *key))
-        elif action == "not_attack":
-            db.execute(f"UPDATE alert_groups SET state = 'archived', not_attack_by = %s, not_attack_at = %s "
-                       f"WHERE {where}", (op.get("who") or "", ts, *key))
+        for sql, args in operator_updates(event, ts, "%s", prefix="alert_"):
+            self._db.execute(sql, args)
 
     def add_traffic(self, gateway: str | None, rows: list) -> None:
         if not rows:
@@ -353,79 +329,47 @@ class PostgresAlertStore(AlertStore):
     def groups(self, where: GroupFilter, offset: int = 0, limit: int = 50) -> Page:
         where.check()
         _check_page(offset, limit)
-        terms, args = [], []
-        if where.state is None:
-            terms.append("state IN ('inbox', 'escalated')")
-        elif where.state != "all":
-            terms.append("state = %s")
-            args.append(where.state)
-        for column, value in (("gateway", where.gateway), ("category", where.category),
-                              ("technique", where.technique), ("action", where.action)):
-            if value:
-                terms.append(f"{column} = %s")
-                args.append(value)
-        if where.source:
-            terms.append("strpos(verdict_source, %s) > 0")
-            args.append(where.source)
-        if where.address:
-            terms.append("(src_ip = %s OR dest_ip = %s)")
-            args += [where.address, where.address]
-        if where.since is not None:
-            terms.append("last_seen >= %s")
-            args.append(where.since)
-        if where.until is not None:
-            terms.append("first_seen < %s")
-            args.append(where.until)
-        clause = ("WHERE " + " AND ".join(terms)) if terms else ""
+        clause, args = group_terms(where, "%s", "strpos({column}, {param}) > 0", unindexed="")
         with self._lock:
             total = self._all(f"SELECT count(*) FROM alert_groups {clause}", args)[0][0]
-            rows = self._all(f"SELECT {_GROUP_COLUMNS} FROM alert_groups {clause} ORDER BY last_seen DESC, id DESC "
+            rows = self._all(f"SELECT {GROUP_COLUMNS} FROM alert_groups {clause} ORDER BY last_seen DESC, id DESC "
                              "LIMIT %s OFFSET %s", (*args, limit, offset))
-        return Page(total, offset, limit, [_group_row(r) for r in rows])
+        return Page(total, offset, limit, [group_row(r) for r in rows])
 
     def group(self, group_id: int, events: int = 20) -> dict | None:
         with self._lock:
-            rows = self._all(f"SELECT {_GROUP_COLUMNS} FROM alert_groups WHERE id = %s", (group_id,))
+            rows = self._all(f"SELECT {GROUP_COLUMNS} FROM alert_groups WHERE id = %s", (group_id,))
             if not rows:
                 return None
             bodies = self._all("SELECT body FROM alert_events WHERE group_id = %s ORDER BY id DESC LIMIT %s",
                                (group_id, events))
-            doc = _group_row(rows[0])
+            doc = group_row(rows[0])
             # its own blocks, and those on its source (an attacker's block stands over all its alerts)
-            mitigations = self._all(f"SELECT {_MITIGATION_COLUMNS} FROM alert_mitigations WHERE group_id = %s OR "
+            mitigations = self._all(f"SELECT {MITIGATION_COLUMNS} FROM alert_mitigations WHERE group_id = %s OR "
                                     "(gateway = %s AND attacker IN (%s, %s)) ORDER BY installed_at DESC",
                                     (group_id, doc["gateway"], doc["src_mac"] or "", doc["src_ip"]))
         doc["events"] = [b[0] for b in bodies]      # jsonb comes back as a dict
-        doc["mitigations"] = [_mitigation_row(m) for m in mitigations]
+        doc["mitigations"] = [mitigation_row(m) for m in mitigations]
         return doc
 
     def mitigations(self, gateway: str | None = None, offset: int = 0, limit: int = 50,
                     attacker: str | None = None) -> Page:
         _check_page(offset, limit)
-        terms, args = [], []
-        if gateway:
-            terms.append("gateway = %s")
-            args.append(gateway)
-        if attacker:
-            terms.append("attacker = %s")
-            args.append(attacker)
-        clause = ("WHERE " + " AND ".join(terms)) if terms else ""
+        clause, args = equal_terms((("gateway", gateway), ("attacker", attacker)), "%s")
         with self._lock:
             total = self._all(f"SELECT count(*) FROM alert_mitigations {clause}", args)[0][0]
-            rows = self._all(f"SELECT {_MITIGATION_COLUMNS} FROM alert_mitigations {clause} "
+            rows = self._all(f"SELECT {MITIGATION_COLUMNS} FROM alert_mitigations {clause} "
                              "ORDER BY installed_at DESC, id DESC LIMIT %s OFFSET %s", (*args, limit, offset))
-        return Page(total, offset, limit, [_mitigation_row(r) for r in rows])
+        return Page(total, offset, limit, [mitigation_row(r) for r in rows])
 
     def devices(self, gateway: str | None = None, offset: int = 0, limit: int = 50) -> Page:
         _check_page(offset, limit)
-        clause, args = ("WHERE gateway = %s", [gateway]) if gateway else ("", [])
+        clause, args = equal_terms((("gateway", gateway),), "%s")
         with self._lock:
             total = self._all(f"SELECT count(*) FROM alert_devices {clause}", args)[0][0]
-            rows = self._all("SELECT gateway, mac, addresses, first_seen, last_seen, packets, bytes, alerts "
-                             f"FROM alert_devices {clause} ORDER BY last_seen DESC LIMIT %s OFFSET %s",
-                             (*args, limit, offset))
-        names = ("gateway", "mac", "addresses", "first_seen", "last_seen", "packets", "bytes", "alerts")
-        return Page(total, offset, limit, [dict(zip(names, r)) | {"addresses": json.loads(r[2])} for r in rows])
+            rows = self._all(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM alert_devices {clause} "
+                             "ORDER BY last_seen DESC LIMIT %s OFFSET %s", (*args, limit, offset))
+        return Page(total, offset, limit, [device_row(r) for r in rows])
 
     def timeline(self, since: float, until: float, step: float, gateway: str | None = None,
                  top: int = 8) -> dict:
