@@ -172,6 +172,23 @@ def cmd_baseline_learn(args) -> int:
     return 0
 
 
+def cmd_console_rebuild(args) -> int:
+    """The console's store from the alert log (the record of truth): after a lost or moved store."""
+    from iadm.config import load_monitor_config
+    from iadm.console.store import open_store
+    os.environ.setdefault("IADM_OPERATOR_TOKEN", "unused")   # the operator API is not started
+    config = load_monitor_config(args.config)
+    store = open_store(config.console_store)
+    try:
+        done = store.rebuild(config.alert_log)
+    finally:
+        store.close()
+    print(f"{config.console_store}: {done['events']:,} events from {config.alert_log}", file=sys.stderr)
+    for error in done["errors"][:20]:
+        print(f"  skipped {error}", file=sys.stderr)
+    return 0
+
+
 def cmd_alerts(args) -> int:
     from iadm.alerts.log import follow, read_events
     from iadm.alerts.review import AlertFilter, parse_time, summary, table
@@ -449,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the monitor config (config/monitor.toml)")
     p.add_argument("-o", "--output", required=True, help="the baseline file (merged into when it exists)")
     p.set_defaults(func=cmd_baseline_learn)
+
+    console = sub.add_parser("console", help="the operator console's alert store") \
+        .add_subparsers(dest="console_command", required=True)
+    p = console.add_parser("rebuild", help="rebuild the console's store ([console] store) from the alert log")
+    p.add_argument("--config", required=True, help="the monitor config (its [alerts] log and [console] store)")
+    p.set_defaults(func=cmd_console_rebuild)
 
     p = sub.add_parser("train", help="train a model on labelled records and register it (joblib + card)")
     p.add_argument("data", help="Bot-IoT CSV (any published shape) or our records (.csv/.parquet, or a records "

@@ -177,3 +177,28 @@ def test_sessions_and_vendors():
     assert Sessions.csrf_ok(s, s.csrf) and not Sessions.csrf_ok(s, "") and not Sessions.csrf_ok(s, None)
     assert vendor("00:1b:63:84:45:e6") == "Apple, Inc."
     assert vendor("02:00:00:00:00:01") == "" and vendor("10.0.0.1") == ""
+
+
+def test_iadm_console_rebuild_fills_the_store_from_the_alert_log(tmp_path, capsys):
+    from iadm.alerts.log import AlertLog, eve_timestamp
+    from iadm.cli import main
+    from iadm.console.store import GroupFilter, open_store
+    log = AlertLog(str(tmp_path / "alerts.json"))
+    for n in range(3):
+        log.write({"timestamp": eve_timestamp(1_700_000_000 + n), "event_type": "alert", "host": "gw",
+                   "src_ip": "10.0.0.9", "dest_ip": "10.0.0.2", "proto": "TCP",
+                   "alert": {"action": "allowed", "signature_id": 1000001, "signature": "SYN flood",
+                             "category": "DoS", "severity": 2}})
+    log.close()
+    with open(tmp_path / "alerts.json", "ab") as fh:
+        fh.write(b"{not json\n")
+    config = tmp_path / "monitor.toml"
+    config.write_text(f'[alerts]\nlog = "{tmp_path / "alerts.json"}"\n[console]\nstore = "{tmp_path / "s.sqlite"}"\n'
+                      '[api]\nenabled = false\n')
+    assert main(["console", "rebuild", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "3 events" in err and "alerts.json:4: not JSON" in err   # the damaged line named, not fatal
+    store = open_store(str(tmp_path / "s.sqlite"))
+    page = store.groups(GroupFilter())
+    store.close()
+    assert page.total == 1 and page.items[0]["count"] == 3
