@@ -235,14 +235,18 @@ def main() -> int:
     env = dict(os.environ)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        config = monitor_config(work)
         for name, path in workloads(args):
+            # each capture from a fresh state, as a user's first replay of it: no Z-score keys,
+            # alert store or baseline left by the workload before
+            fresh = os.path.join(work, name.replace("/", "_"))
+            os.makedirs(fresh, exist_ok=True)
+            config = monitor_config(fresh)
             n_base, t_base = timed(baseline_dpkt, path, repeat=args.repeat)
             t_argus = argus_seconds(path, work)
             (n, records), t_in = timed(ours, path, repeat=args.repeat)
             t_feat, mem_feat = run_process([iadm, "features", path, "-o", os.path.join(work, "out.csv")], env)
             t_mon, mem_mon = run_process([iadm, "monitor", "--pcap", path, "--config", config], env)
-            n_det, t_det = detection_rate(path, work)
+            n_det, t_det = detection_rate(path, fresh)
             rows.append((name, n, records, n_base / t_base, t_argus, n / t_in, t_feat, mem_feat, t_mon, mem_mon,
                          n_det / t_det if t_det else 0.0))
             print(f"  {name}: done", flush=True)
