@@ -37,12 +37,19 @@ def run(device: str, switch: str, delay: float, seconds: float) -> dict:
     """Forward until `seconds` have passed; returns how many frames went each way."""
     from_device, from_switch = port(device), port(switch)
     held = collections.deque()   # (release time, frame) toward the switch, in arrival order
-    counts = {"delayed": 0, "passed": 0}
+    counts = {"delayed": 0, "passed": 0, "dropped": 0}
+
+    def send(sock, frame, what):
+        try:
+            sock.send(frame)
+            counts[what] += 1
+        except OSError:   # a full queue on the way out (a shaped link): the wire drops it
+            counts["dropped"] += 1
+
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
         while held and held[0][0] <= now:
-            from_switch.send(held.popleft()[1])
-            counts["delayed"] += 1
+            send(from_switch, held.popleft()[1], "delayed")
         wait = min(end - now, held[0][0] - now if held else 0.05)
         ready, _, _ = select.select([from_device, from_switch], [], [], max(wait, 0))
         for sock in ready:
@@ -56,8 +63,7 @@ def run(device: str, switch: str, delay: float, seconds: float) -> dict:
                 if sock is from_device:
                     held.append((time.monotonic() + delay, frame))
                 else:
-                    from_device.send(frame)
-                    counts["passed"] += 1
+                    send(from_device, frame, "passed")
     return counts
 
 
@@ -73,7 +79,8 @@ def main() -> int:
     if not 0 <= args.delay_ms <= 5000:
         parser.error("--delay-ms must be in [0, 5000]")
     counts = run(args.device, args.switch, args.delay_ms / 1000.0, args.seconds)
-    print(f"delayline: {counts['delayed']} frames held {args.delay_ms:g} ms, {counts['passed']} passed", flush=True)
+    print(f"delayline: {counts['delayed']} frames held {args.delay_ms:g} ms, {counts['passed']} passed, "
+          f"{counts['dropped']} dropped by a full queue", flush=True)
     return 0
 
 

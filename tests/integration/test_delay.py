@@ -16,12 +16,13 @@ import pytest
 
 from iadm.testbed import ROOT, load_topology, topology_lock
 
-CLIENT, DEVICE = "10.0.9.11", "10.0.9.12"
+CLIENT, DEVICE = "10.0.0.211", "10.0.0.212"   # the topology's subnet (the generators refuse others)
+DEVICE_MAC = "00:00:00:00:0d:0c"
 CONNECTIONS = 20
 SERVER = ("import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
           "s.bind(('0.0.0.0',8080));s.listen(64);s.settimeout(1)\nend=time.time()+{seconds}\n"
           "while time.time()<end:\n try:\n  c,_=s.accept();c.close()\n except OSError:\n  pass\n")
-CLIENTS = ("import socket,time\nfor _ in range({n}):\n c=socket.create_connection(('{dst}',8080),timeout=2)\n"
+CLIENTS = ("import socket,time\nfor _ in range({n}):\n c=socket.create_connection(('{dst}',8080),timeout=5)\n"
            " c.close();time.sleep(0.05)\n")
 
 
@@ -38,7 +39,7 @@ def delay_lab(tmp_path_factory):
                                    dpid="00000000000000d1")
             dc = net.addHost("dc", cls=topo.OffloadOffHost, ip=f"{CLIENT}/24", mac="00:00:00:00:0d:0b")
             dl = net.addHost("dl", cls=topo.OffloadOffHost, ip=None)
-            dv = net.addHost("dv", cls=topo.OffloadOffHost, ip=f"{DEVICE}/24", mac="00:00:00:00:0d:0c")
+            dv = net.addHost("dv", cls=topo.OffloadOffHost, ip=f"{DEVICE}/24", mac=DEVICE_MAC)
             net.addLink(dc, switch)   # sdl-eth1: where the capture is taken
             net.addLink(dl, switch)   # dl-eth0: the delay line's switch side
             net.addLink(dl, dv)       # dl-eth1: its device side
@@ -52,8 +53,9 @@ def delay_lab(tmp_path_factory):
             subprocess.run(["ovs-vsctl", "--if-exists", "del-br", "sdl"], check=False)
 
 
-def _handshakes(net, workdir, delay_ms: float) -> pd.DataFrame:
-    """CONNECTIONS TCP handshakes from dc to dv through a delay line of delay_ms; their records."""
+def _handshakes(net, workdir, delay_ms: float, flood=None) -> pd.DataFrame:
+    """CONNECTIONS TCP handshakes from dc to dv through a delay line of delay_ms (and, with
+    `flood`, a UDP flood from dc to dv meanwhile: argv of flood.py's bounds); their records."""
     from iadm.capture.pcapfile import read_pcap
     from iadm.flows.pipeline import FeaturePipeline
     dc, dl, dv = net.get("dc"), net.get("dl"), net.get("dv")
@@ -65,8 +67,11 @@ def _handshakes(net, workdir, delay_ms: float) -> pd.DataFrame:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
+        flooding = dc.popen([sys.executable, str(ROOT / "scripts" / "traffic" / "flood.py"), *flood]) if flood else None
         out = dc.cmd(f"{sys.executable} -c \"{CLIENTS.format(n=CONNECTIONS, dst=DEVICE)}\" && echo done")
         assert "done" in out, out
+        if flooding:
+            flooding.wait(30)
         time.sleep(0.5)
     finally:
         capture.terminate()
@@ -91,3 +96,23 @@ def test_a_slower_device_path_shows_in_the_server_side_of_its_handshakes(delay_l
     assert 40 <= added <= 60, (before.synack.describe(), after.synack.describe())
     # the client side (SYN-ACK to ACK, between the mirror and the client) did not move
     assert abs(np.nanmedian(after.ackdat) - np.nanmedian(before.ackdat)) * 1000 < 10
+
+
+def test_a_shaped_device_link_queues_under_a_flood_and_its_handshakes_show_it(delay_lab):
+    """The realistic case: the device's link is shaped (tbf, 1 Mbit/s, a deep queue) and a UDP flood
+    a little above that rate fills the queue toward it: the SYNs behind it wait, so synack grows."""
+    net, workdir = delay_lab
+    dl = net.get("dl")
+    quiet = _handshakes(net, workdir, 0)
+    dl.cmd("tc qdisc add dev dl-eth1 root tbf rate 1mbit burst 10kb latency 5s")
+    try:
+        flooded = _handshakes(net, workdir, 0, flood=["--iface", "dc-eth0", "--dst", DEVICE, "--dst-mac",
+                                                      DEVICE_MAC, "--udp", "--dport", "9", "--rate", "3000",
+                                                      "--duration", "2"])
+    finally:
+        dl.cmd("tc qdisc del dev dl-eth1 root")
+    during = flooded[flooded.stime < flooded.stime.min() + 2.0]   # the connections made while it floods
+    print(f"synack median quiet {np.nanmedian(quiet.synack) * 1000:.2f} ms, under the flood "
+          f"{np.nanmedian(during.synack) * 1000:.2f} ms over {during.synack.notna().sum()} handshakes")
+    assert during.synack.notna().sum() >= 5
+    assert np.nanmedian(during.synack) >= max(0.020, 10 * np.nanmedian(quiet.synack))
