@@ -288,8 +288,13 @@ class Responder:
         # A signature this attacker has not been alerted for lately gets its own line even inside
         # the realert period: a null probe first, then the scan it belongs to, are two findings.
         sids = verdicts["rule_sid"].to_numpy()[by_rule]
-        fresh = by_rule[np.array([now - state.sids.get(int(x), -np.inf) >= self.realert_seconds
-                                  for x in sids.tolist()], dtype=bool)] if len(by_rule) else by_rule
+        if len(by_rule):   # judged per distinct signature, not per row (a flood is thousands of rows)
+            distinct, which = np.unique(sids, return_inverse=True)
+            due = np.array([now - state.sids.get(int(x), -np.inf) >= self.realert_seconds
+                            for x in distinct.tolist()], dtype=bool)
+            fresh = by_rule[due[which.ravel()]]
+        else:
+            fresh = by_rule
         quiet = now - state.last_alert < self.realert_seconds and not len(fresh)
         if len(fresh):
             by_rule = fresh
