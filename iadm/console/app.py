@@ -75,14 +75,18 @@ class Console:
         where = GroupFilter(since=self._time(params, "since"), until=self._time(params, "until"),
                             category=params.get("category") or None, address=params.get("host") or None,
                             action=params.get("action") or None, source=params.get("source") or None,
-                            state=params.get("state") or None, gateway=self.gateway)
+                            state=params.get("state") or None, gateway=self.gateway or params.get("gateway") or None)
         offset = self._offset(params)
         try:
             page = self.store.groups(where, offset, PAGE)
         except StoreError as exc:
             raise ConsoleError(400, str(exc), exc.field) from None
-        return 200, "inbox.html", {"page": page, "params": params, "filters": {k: params.get(k, "") for k in (
-            "since", "until", "category", "host", "action", "source", "state")}}
+        # a fleet's store (PostgreSQL) holds every gateway's alerts: this console shows them all,
+        # with a gateway column and filter; a gateway's own store shows its own
+        return 200, "inbox.html", {"page": page, "params": params, "fleet": self.gateway is None,
+                                   "filters": {k: params.get(k, "") for k in (
+                                       "since", "until", "category", "host", "action", "source", "state",
+                                       "gateway")}}
 
     def group_page(self, group_id: str) -> tuple:
         group = self._group(group_id)

@@ -101,7 +101,9 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
         from iadm.console.app import Console
         from iadm.console.traffic import TrafficMeter
         labeller.observers.append(TrafficMeter(store, gateway))
-        console = Console(store, alert_log, labeller.detector, labeller.responder, client, baseline, gateway)
+        shared = config.console_store.startswith(("postgresql://", "postgres://"))   # a fleet's: every gateway
+        console = Console(store, alert_log, labeller.detector, labeller.responder, client, baseline,
+                          None if shared else gateway)
     if api_on:
         from iadm.api.operator import ErrorLog, MonitorState, OperatorServer
         errors = ErrorLog()

@@ -169,6 +169,20 @@ def test_two_gateways_through_redis_and_the_collector_in_one_inbox(pg, tmp_path)
             ("gw-a", "10.0.0.20", 3), ("gw-a", "10.0.0.21", 2), ("gw-b", "10.0.0.20", 3), ("gw-b", "10.0.0.21", 2)]
         assert store.gateways() == ["gw-a", "gw-b"]
         assert [g["gateway"] for g in store.groups(GroupFilter(gateway="gw-a")).items] == ["gw-a", "gw-a"]
+        # the console on the fleet's store: both gateways in one inbox, with the gateway column; a filter
+        from iadm.console.app import Console
+        status, template, page = Console(store).inbox({})
+        assert (status, template, page["fleet"]) == (200, "inbox.html", True)
+        assert sorted({g["gateway"] for g in page["page"].items}) == ["gw-a", "gw-b"]
+        assert {g["gateway"] for g in Console(store).inbox({"gateway": "gw-b"})[2]["page"].items} == {"gw-b"}
+        assert {g["gateway"] for g in Console(store, gateway="gw-a").inbox({"gateway": "gw-b"})[2]["page"].items} \
+            == {"gw-a"}   # a gateway's own console shows its own, whatever is asked
+        from iadm.console.web import ConsoleSite
+        site = ConsoleSite(Console(store), "token")
+        session = site.sessions.login("token", "alice")
+        html = site._render("inbox.html", page | {"session": session, "here": "inbox", "counts": store.counts(),
+                                                  "version": store.version(), "path": "/console/inbox"}).decode()
+        assert "<th>Gateway</th>" in html and "<td>gw-b</td>" in html and 'name="gateway"' in html
         store.close()
         conn.close()
 
