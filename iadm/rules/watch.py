@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 from iadm.rules.engine import RuleEngine
 from iadm.rules.parser import RuleErrors
@@ -23,6 +24,8 @@ class RuleWatcher:
         self.requested = False
         self.stamps = self._stamps()
         self.last_error: str | None = None   # the last refused reload, for the operator API
+        self.reloaded_at = time.time()       # when the rules running now were loaded (the console shows it)
+
     def _files(self) -> list[str]:
         paths, variables = self.engine.ruleset.sources
         return list(paths) + ([variables] if variables else [])
@@ -60,5 +63,6 @@ class RuleWatcher:
             self.last_error = str(errs.errors[0])
             return False
         self.last_error = None
+        self.reloaded_at = time.time()
         log.info("rules reloaded: %d rules from %s", len(ruleset), ", ".join(self._files()))
         return True

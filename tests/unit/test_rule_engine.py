@@ -205,11 +205,13 @@ def test_watcher_reloads_on_change_and_on_sighup_and_refuses_broken_files(tmp_pa
     watcher = RuleWatcher(engine)
     frame = table(("udp", "10.0.0.1", 5, "10.0.0.2", 53, 0, 0))
     assert watcher.poll() is None                       # nothing changed
+    loaded = watcher.reloaded_at
     path.write_text("alert udp any any -> any 53 (msg:\"v2 longer\"; classtype:dos; sid:1;)\n")
-    assert watcher.poll() is True
+    assert watcher.poll() is True and watcher.reloaded_at >= loaded   # when the running rules came
     assert engine.evaluate(frame).labels().msg.tolist() == ["v2 longer"]
     path.write_text("alert udp any any -> any 53 (msg:\"v3 is broken\"; classtype:dos; sid:1;\n")
-    assert watcher.poll() is False
+    reloaded = watcher.reloaded_at
+    assert watcher.poll() is False and watcher.reloaded_at == reloaded   # a refused reload changes nothing
     assert "site.rules:1:" in caplog.text and "still running the 1 rules" in caplog.text
     assert engine.evaluate(frame).labels().msg.tolist() == ["v2 longer"]
     assert watcher.poll() is None                       # a broken file is not retried until it changes
