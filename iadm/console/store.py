@@ -343,6 +343,27 @@ def operator_updates(event: dict, ts: float, param: str = "?", prefix: str = "")
     return []
 
 
+def traffic_sums(rows, step: float) -> tuple[dict, dict]:
+    """The traffic meter's rows (ts, mac, address, packets, bytes) summed per (bucket, device) and
+    per device ([packets, bytes, an address, last seen]); a device is its MAC, else its address."""
+    sums: dict = {}
+    for ts, mac, address, packets, nbytes in rows:
+        device = mac or address
+        if not device:
+            continue
+        s = sums.setdefault((float(ts) // step * step, device), [0, 0, address, float(ts)])
+        s[0] += int(packets)
+        s[1] += int(nbytes)
+        s[3] = max(s[3], float(ts))
+    per_device: dict = {}
+    for (_bucket, device), (packets, nbytes, address, last) in sums.items():
+        d = per_device.setdefault(device, [0, 0, address, last])
+        d[0] += packets
+        d[1] += nbytes
+        d[3] = max(d[3], last)
+    return sums, per_device
+
+
 class SQLiteAlertStore(AlertStore):
     """The embedded store: one SQLite file (WAL), one connection behind a lock.
 
@@ -532,23 +553,7 @@ class SQLiteAlertStore(AlertStore):
         if not rows:
             return
         gateway = gateway or ""
-        step = self.traffic_bucket
-        sums: dict = {}
-        for ts, mac, address, packets, nbytes in rows:
-            device = mac or address
-            if not device:
-                continue
-            k = (float(ts) // step * step, device)
-            s = sums.setdefault(k, [0, 0, address, float(ts)])
-            s[0] += int(packets)
-            s[1] += int(nbytes)
-            s[3] = max(s[3], float(ts))
-        per_device: dict = {}
-        for (bucket, device), (packets, nbytes, address, last) in sums.items():
-            d = per_device.setdefault(device, [0, 0, address, last])
-            d[0] += packets
-            d[1] += nbytes
-            d[3] = max(d[3], last)
+        sums, per_device = traffic_sums(rows, self.traffic_bucket)
         coarse: dict = {}
         for (bucket, device), (packets, nbytes, _, _) in sums.items():
             c = coarse.setdefault((bucket // COARSE_BUCKET * COARSE_BUCKET, device), [0, 0])

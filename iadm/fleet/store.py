@@ -33,6 +33,7 @@ from iadm.console.store import (
     group_terms,
     mitigation_row,
     operator_updates,
+    traffic_sums,
 )
 from iadm.fleet.pgstore import SCHEMA_LOCK, redact
 
@@ -284,22 +285,7 @@ class PostgresAlertStore(AlertStore):
         if not rows:
             return
         gateway = gateway or ""
-        step = self.traffic_bucket
-        sums: dict = {}
-        for ts, mac, address, packets, nbytes in rows:
-            device = mac or address
-            if not device:
-                continue
-            s = sums.setdefault((float(ts) // step * step, device), [0, 0, address, float(ts)])
-            s[0] += int(packets)
-            s[1] += int(nbytes)
-            s[3] = max(s[3], float(ts))
-        per_device: dict = {}
-        for (_bucket, device), (packets, nbytes, address, last) in sums.items():
-            d = per_device.setdefault(device, [0, 0, address, last])
-            d[0] += packets
-            d[1] += nbytes
-            d[3] = max(d[3], last)
+        sums, per_device = traffic_sums(rows, self.traffic_bucket)
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
             cur.executemany(
                 "INSERT INTO alert_traffic AS t VALUES (%s, %s, %s, %s, %s) ON CONFLICT (gateway, bucket, device) "
