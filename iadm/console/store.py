@@ -364,6 +364,15 @@ def traffic_sums(rows, step: float) -> tuple[dict, dict]:
     return sums, per_device
 
 
+def timeline_buckets(since: float, until: float, step: float) -> int:
+    """How many buckets of `step` seconds a timeline window holds; a StoreError for a bad window."""
+    if not until > since:
+        raise StoreError("the window must end after it starts", "until")
+    if not step > 0 or (until - since) / step > 2000:
+        raise StoreError("step must be positive and give at most 2000 buckets", "step")
+    return int((until - since) // step + (1 if (until - since) % step else 0))
+
+
 class SQLiteAlertStore(AlertStore):
     """The embedded store: one SQLite file (WAL), one connection behind a lock.
 
@@ -635,11 +644,7 @@ class SQLiteAlertStore(AlertStore):
 
     def timeline(self, since: float, until: float, step: float, gateway: str | None = None,
                  top: int = 8) -> dict:
-        if not until > since:
-            raise StoreError("the window must end after it starts", "until")
-        if not step > 0 or (until - since) / step > 2000:
-            raise StoreError("step must be positive and give at most 2000 buckets", "step")
-        n = int((until - since) // step + (1 if (until - since) % step else 0))
+        n = timeline_buckets(since, until, step)
         gw, gw_args = ("AND gateway = ?", [gateway]) if gateway else ("", [])
         # a long window from the 5-minute table, when its buckets fall whole into the window's
         table = "traffic_coarse" if step % COARSE_BUCKET == 0 and since % COARSE_BUCKET == 0 else "traffic"

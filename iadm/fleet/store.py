@@ -33,6 +33,7 @@ from iadm.console.store import (
     group_terms,
     mitigation_row,
     operator_updates,
+    timeline_buckets,
     traffic_sums,
 )
 from iadm.fleet.pgstore import SCHEMA_LOCK, redact
@@ -359,11 +360,7 @@ class PostgresAlertStore(AlertStore):
 
     def timeline(self, since: float, until: float, step: float, gateway: str | None = None,
                  top: int = 8) -> dict:
-        if not until > since:
-            raise StoreError("the window must end after it starts", "until")
-        if not step > 0 or (until - since) / step > 2000:
-            raise StoreError("step must be positive and give at most 2000 buckets", "step")
-        n = int((until - since) // step + (1 if (until - since) % step else 0))
+        n = timeline_buckets(since, until, step)
         gw, gw_args = ("AND gateway = %s", [gateway]) if gateway else ("", [])
         with self._lock:
             busiest = [r[0] for r in self._all(
