@@ -373,6 +373,18 @@ def timeline_buckets(since: float, until: float, step: float) -> int:
     return int((until - since) // step + (1 if (until - since) % step else 0))
 
 
+def stored_event(event: dict) -> tuple[str | None, float]:
+    """(kind, time) of an event a store keeps (alerts and operator decisions), (None, 0) for the
+    others; a StoreError for one without a valid EVE timestamp."""
+    kind = event.get("event_type")
+    if kind not in ("alert", "operator"):
+        return None, 0.0
+    try:
+        return kind, parse_timestamp(event["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"event without a valid timestamp: {str(event)[:120]}", "timestamp") from None
+
+
 class SQLiteAlertStore(AlertStore):
     """The embedded store: one SQLite file (WAL), one connection behind a lock.
 
@@ -461,13 +473,9 @@ class SQLiteAlertStore(AlertStore):
                          "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (self._version,))
 
     def add(self, event: dict) -> None:
-        kind = event.get("event_type")
-        if kind not in ("alert", "operator"):
+        kind, ts = stored_event(event)
+        if kind is None:
             return
-        try:
-            ts = parse_timestamp(event["timestamp"])
-        except (KeyError, TypeError, ValueError):
-            raise StoreError(f"event without a valid timestamp: {str(event)[:120]}", "timestamp") from None
         if self._closed.is_set():
             raise StoreError(f"{self.path}: the alert store is closed", "store")
         with self._pending_lock:

@@ -33,6 +33,7 @@ from iadm.console.store import (
     group_terms,
     mitigation_row,
     operator_updates,
+    stored_event,
     timeline_buckets,
     traffic_sums,
 )
@@ -115,13 +116,9 @@ class PostgresAlertStore(AlertStore):
         self._db.execute("SELECT nextval('alert_version')")
 
     def add(self, event: dict) -> None:
-        kind = event.get("event_type")
-        if kind not in ("alert", "operator"):
+        kind, ts = stored_event(event)
+        if kind is None:
             return
-        try:
-            ts = parse_timestamp(event["timestamp"])
-        except (KeyError, TypeError, ValueError):
-            raise StoreError(f"event without a valid timestamp: {str(event)[:120]}", "timestamp") from None
         with self._lock, self._db.transaction():
             self._add_one(kind, event, ts)
             self._bump()
