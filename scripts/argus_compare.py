@@ -122,13 +122,18 @@ def iadm_records(capture: Path, kind: str, loader: str = DEFAULT_LOADER) -> pd.D
 # ---------------------------------------------------------------- comparison
 
 def with_match_key(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add a 'match_key' column: flow key plus stime rounded to the microsecond."""
+    """Add a 'match_key' column: flow key plus stime rounded to the microsecond, plus the
+    row's rank among rows with that key (a capture that holds the same packets twice gives Argus
+    two records with one key and start: the first pairs with the first)."""
     frame = frame.copy()
     stime_us = (frame["stime"].astype(float) * 1e6).round().astype("int64")
-    frame["match_key"] = list(zip(frame["proto"].astype(str), frame["saddr"].astype(str),
-                                  frame["sport"].astype(int), frame["daddr"].astype(str),
-                                  frame["dport"].astype(int), stime_us))
-    return frame.drop_duplicates("match_key")
+    key = list(zip(frame["proto"].astype(str), frame["saddr"].astype(str),
+                   frame["sport"].astype(int), frame["daddr"].astype(str),
+                   frame["dport"].astype(int), stime_us))
+    keys = pd.Series(key, index=frame.index)
+    rank = keys.groupby(keys, sort=False).cumcount()
+    frame["match_key"] = [k + (r,) for k, r in zip(key, rank)]
+    return frame
 
 
 def matched_rows(argus: pd.DataFrame, iadm: pd.DataFrame) -> pd.DataFrame:

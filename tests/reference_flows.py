@@ -55,7 +55,9 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
 
     def close(f):
         rec = f["rec"]
-        first, last = _us(rec["stime"]), _us(rec["ltime"])
+        # a flow's later records are dated from their first source packet, the first from its first
+        start = rec["sfirst"] if f["nrec"] and rec["sfirst"] is not None else rec["stime"]
+        first, last = _us(start), _us(rec["ltime"])
         dur = (last - first) / 1e6
         state = _state(f["proto"], rec, f, f["itype"], f["icode"], arp)
         f["nrec"] += 1
@@ -93,12 +95,14 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
             open_flow(f, p)
         if f["rec"] is None:
             f["rec"] = {"stime": t, "ltime": t, "spkts": 0, "dpkts": 0, "sbytes": 0, "dbytes": 0,
-                        "sflags": 0, "dflags": 0}
+                        "sflags": 0, "dflags": 0, "sfirst": None}
             f["due"] = clock + interval
         rec = f["rec"]
         rec["stime"], rec["ltime"] = min(rec["stime"], t), max(rec["ltime"], t)
         f["last"] = max(f["last"], t)
         side = "s" if (p["src"], p["sport"]) == f["source"] else "d"
+        if side == "s" and (rec["sfirst"] is None or t < rec["sfirst"]):
+            rec["sfirst"] = t
         rec[side + "pkts"] += 1
         rec[side + "bytes"] += p["wirelen"]
         rec[side + "flags"] |= p["flags"]

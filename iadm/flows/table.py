@@ -47,8 +47,8 @@ KEY_WORDS = 5
 # Slot columns. Float: the open status record (R_*), the flow record so far (M_*), the flow's
 # last packet and the open record's deadline.
 R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST, H_SYN, H_SYNACK, H_ACK, H_ASK, \
-    H_ANSWER = range(14)
-NSF = 14
+    H_ANSWER, R_SFIRST = range(15)
+NSF = 15
 # Int: record counts and flags, the flow's flags so far (for TCP state), flow-record totals,
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
@@ -194,6 +194,10 @@ def _microseconds(last, start):
 def _close_record(SI, SF, OF, OI, n, s):
     """Close slot s's open status record into row n, folding it into the flow record."""
     start, last = SF[s, R_START], SF[s, R_LAST]
+    # Argus dates a flow's later status records from their first source packet (the first
+    # record from the flow's first packet); the interval itself still runs from the first packet.
+    if SI[s, F_NREC] > 0 and SF[s, R_SFIRST] < INF:
+        start = SF[s, R_SFIRST]
     dur = _microseconds(last, start)
     SF[s, M_STIME] = min(SF[s, M_STIME], start)
     SF[s, M_LTIME] = max(SF[s, M_LTIME], last)
@@ -216,7 +220,7 @@ def _close_record(SI, SF, OF, OI, n, s):
     OI[n, O_SPKTS], OI[n, O_DPKTS], OI[n, O_SBYTES], OI[n, O_DBYTES] = \
         SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, R_SBYTES], SI[s, R_DBYTES]
     OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = state, SI[s, R_SFLAGS], SI[s, R_DFLAGS]
-    SF[s, R_START], SF[s, R_LAST] = INF, -INF
+    SF[s, R_START], SF[s, R_LAST], SF[s, R_SFIRST] = INF, -INF, INF
     SI[s, R_SPKTS] = SI[s, R_DPKTS] = SI[s, R_SBYTES] = SI[s, R_DBYTES] = SI[s, R_SFLAGS] = SI[s, R_DFLAGS] = 0
 
 
@@ -308,6 +312,7 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
         elif proto[i] == 17:
             _exchange(SF, s, from_source, ts[i])
         if from_source:
+            SF[s, R_SFIRST] = min(SF[s, R_SFIRST], ts[i])
             SI[s, R_SPKTS] += 1
             SI[s, R_SBYTES] += wirelen[i]
             SI[s, R_SFLAGS] |= flags[i]
@@ -470,6 +475,7 @@ class FlowTable:
         self.SI[slots, FRESH] = 1
         self.SI[slots, EXPIRED] = 0
         self.SF[slots, R_START], self.SF[slots, R_LAST], self.SF[slots, F_LAST] = np.inf, -np.inf, -np.inf
+        self.SF[slots, R_SFIRST] = np.inf
         self.SI[slots, R_SPKTS:R_DFLAGS + 1] = 0
         self.active[slots] = True
         self.stats["flows_created"] += len(slots)
