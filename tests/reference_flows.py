@@ -12,7 +12,7 @@ def _source_is_sender(proto, flags, sport, dport):
     if proto != 6:
         return True
     if flags & TH_SYN:
-        return not flags & TH_ACK
+        return True
     return not (sport < 1024 <= dport)
 
 
@@ -22,6 +22,8 @@ def _state(proto, rec, flow, itype, icode, arp):
             return "RST"
         if (rec["sflags"] | rec["dflags"]) & TH_FIN:
             return "FIN"
+        if flow["sa"] == "turned":
+            return "CLO"
         if flow["syn"] and not flow["dflags"]:
             return "REQ"
         if flow["sflags"] & TH_SYN and flow["sflags"] & TH_ACK and not flow["dflags"]:
@@ -76,7 +78,8 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
             ports = (p["sport"], p["dport"]) if sender_is_source else (p["dport"], p["sport"])
         raw_sport = p["sport"] if sender_is_source else p["dport"]
         f.update(nrec=0, saddr=src, daddr=dst, sport=ports[0], dport=ports[1], sflags=0, dflags=0, source=(src, raw_sport),
-                 syn=p["proto"] == 6 and bool(p["flags"] & TH_SYN))
+                 syn=p["proto"] == 6 and bool(p["flags"] & TH_SYN) and not p["flags"] & TH_ACK,
+                 sa="pending" if p["proto"] == 6 and p["flags"] & TH_SYN and p["flags"] & TH_ACK else None)
 
     for p in packets:
         clock = max(clock, p["ts"])
@@ -93,15 +96,27 @@ def reference(packets, interval=5.0, idle=30.0, arp=None):
             if f["rec"] is not None:
                 close(f)
             open_flow(f, p)
+        elif f["sa"] == "pending":   # a SYN-ACK flow: turned round by the first packet that is not one
+            if p["flags"] & TH_RST:
+                f["sa"] = "settled"
+            elif (p["flags"] & (TH_SYN | TH_ACK)) != (TH_SYN | TH_ACK):
+                f["sa"] = "turned"
+                f["saddr"], f["daddr"], f["sport"], f["dport"] = f["daddr"], f["saddr"], f["dport"], f["sport"]
+                f["source"] = (f["saddr"], f["sport"])
+                f["sflags"], f["dflags"] = f["dflags"], f["sflags"]
+                if f["rec"] is not None:
+                    r = f["rec"]
+                    for a, b in (("spkts", "dpkts"), ("sbytes", "dbytes"), ("sflags", "dflags")):
+                        r[a], r[b] = r[b], r[a]
         if f["rec"] is None:
             f["rec"] = {"stime": t, "ltime": t, "spkts": 0, "dpkts": 0, "sbytes": 0, "dbytes": 0,
                         "sflags": 0, "dflags": 0, "sfirst": None}
             f["due"] = clock + interval
         rec = f["rec"]
-        rec["stime"], rec["ltime"] = min(rec["stime"], t), max(rec["ltime"], t)
+        rec["ltime"] = max(rec["ltime"], t)   # stime stays the first packet's, in capture order
         f["last"] = max(f["last"], t)
         side = "s" if (p["src"], p["sport"]) == f["source"] else "d"
-        if side == "s" and (rec["sfirst"] is None or t < rec["sfirst"]):
+        if (side == "s") != (f["sa"] == "turned") and rec["sfirst"] is None:
             rec["sfirst"] = t
         rec[side + "pkts"] += 1
         rec[side + "bytes"] += p["wirelen"]

@@ -34,7 +34,7 @@ CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", PROTO_ARP: "arp", 2: "igmp", 47: "gre",
                132: "sctp"}
 PROTO_NUMBERS = {"tcp": 1, "arp": 2, "udp": 3, "icmp": 4, "ipv6-icmp": 5}
-STATES = ["REQ", "INT", "CON", "FIN", "RST", "ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD", "ACC", "RSP"]
+STATES = ["REQ", "INT", "CON", "FIN", "RST", "ECO", "ECR", "URP", "URH", "URN", "UNR", "TXD", "ACC", "RSP", "CLO"]
 STATE_NUMBERS = {s: i + 1 for i, s in enumerate(STATES)}
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
@@ -48,23 +48,23 @@ def proto_number(name: str) -> int:
     return PROTO_NUMBERS.get(name, 100 + int(name) if name.isdigit() else 99)
 
 
-_REQ, _INT, _CON, _FIN, _RST, _ECO, _ECR, _URP, _URH, _URN, _UNR, _TXD, _ACC, _RSP = range(1, 15)
-assert STATES[_ACC - 1] == "ACC" and STATES[_RSP - 1] == "RSP"
+_REQ, _INT, _CON, _FIN, _RST, _ECO, _ECR, _URP, _URH, _URN, _UNR, _TXD, _ACC, _RSP, _CLO = range(1, 16)
+assert STATES[_ACC - 1] == "ACC" and STATES[_RSP - 1] == "RSP" and STATES[_CLO - 1] == "CLO"
 
 
 @njit(cache=True, nogil=True)
 def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_spkts, r_dpkts, f_nrec, icmp_type,
-                 icmp_code):
+                 icmp_code, turned=False):
     """Argus's state of one status record, as a STATE_NUMBERS code.
 
     TCP follows the connection, not only the record: RST or FIN when this record carried
     one; REQ while a connection that began with a SYN is unanswered, ACC when only a SYN-ACK
-    was seen; CON once it is established, and for a connection first seen mid-way (Argus
-    calls it connected). UDP and others: CON when the destination answered in the record, INT
-    otherwise. ICMP: from the first message (echo ECO/ECR, unreachable URN/URH/URP/UNR, time
-    exceeded TXD). UDP, ARP and others, by who sent in the record: both sides CON, only the
-    destination RSP, only the source INT on the flow's first record and REQ on a later one
-    (ARP: INT, requests only).
+    was seen, CLO once a flow that began with a SYN-ACK turned round; CON once it is
+    established, and for a connection first seen mid-way (Argus calls it connected). UDP and
+    others: CON when the destination answered in the record, INT otherwise. ICMP: from the
+    first message (echo ECO/ECR, unreachable URN/URH/URP/UNR, time exceeded TXD). UDP, ARP
+    and others, by who sent in the record: both sides CON, only the destination RSP, only the
+    source INT on the flow's first record and REQ on a later one (ARP: INT, requests only).
     """
     p = proto
     if p == 6:
@@ -73,6 +73,8 @@ def state_number(proto, r_sflags, r_dflags, f_sflags, f_dflags, f_syn, r_spkts, 
             return _RST
         if flags & TH_FIN:
             return _FIN
+        if turned:
+            return _CLO
         if f_syn and not f_dflags:
             return _REQ
         if f_sflags & TH_SYN and f_sflags & TH_ACK and not f_dflags:

@@ -53,8 +53,11 @@ NSF = 15
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
  M_SBYTES, M_DBYTES, M_NREC, GEN, DIR, SMAC, PROTO, SPORT, DPORT, ICMP_T, ICMP_C, FRESH, EXPIRED,
- M_STATE, F_SYN, F_NREC) = range(26)
-NSI = 26
+ M_STATE, F_SYN, F_NREC, F_SA) = range(27)
+NSI = 27
+# F_SA: a TCP flow life that began with a SYN-ACK (Argus takes its sender for the source until
+# the connection shows otherwise): pending, turned round, or settled by a RST.
+SA_NONE, SA_PENDING, SA_TURNED, SA_SETTLED = 0, 1, 2, 3
 
 # Row buffer columns: one row per record written (a closed status record with the flow record
 # so far, or a final flow record).
@@ -69,7 +72,7 @@ NOI = 22
 # the pass listed in `gone` (flow records that ended on their timeout).
 Q_HEAD, Q_TAIL, X_HEAD, X_TAIL, Q_GONE = range(5)
 
-TH_SYN, TH_ACK = 0x02, 0x10
+TH_SYN, TH_RST, TH_ACK = 0x02, 0x04, 0x10
 INF = np.inf
 
 
@@ -96,13 +99,13 @@ def _flow_keys(s_hi, s_lo, d_hi, d_lo, sport, dport, proto):
 
 @njit(cache=True, nogil=True)
 def _source_is_sender(proto, flags, sport, dport):
-    """Whether the sender of a flow's first packet is its source. A TCP flow first seen mid-way
-    (no SYN) is given the side that looks like the client: a SYN-ACK's receiver, else the higher
-    port when exactly one side has a well-known port."""
+    """Whether the sender of a flow's first packet is its source: yes for a SYN or a SYN-ACK (a
+    SYN-ACK flow turns round later, see `_turn_round`); a TCP flow first seen mid-way is given the
+    side that looks like the client, the higher port when exactly one side has a well-known port."""
     if proto != 6:
         return True
     if flags & TH_SYN:
-        return not (flags & TH_ACK)
+        return True
     if sport < 1024 <= dport:
         return False
     return True
@@ -122,8 +125,27 @@ def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
         if not icmp:
             SI[s, SPORT], SI[s, DPORT] = dport, sport
     SI[s, F_SFLAGS] = SI[s, F_DFLAGS] = 0
-    SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN else 0
+    SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN and not flags & TH_ACK else 0
+    SI[s, F_SA] = SA_PENDING if proto == 6 and flags & TH_SYN and flags & TH_ACK else SA_NONE
     SI[s, F_NREC] = 0
+
+
+@njit(cache=True, nogil=True)
+def _turn_round(SI, SF, s, flags):
+    """A flow that began with a SYN-ACK, at a later packet. Argus (probed with crafted captures)
+    keeps the SYN-ACK's sender as the source while only SYN-ACKs come; the first other packet, from
+    either side, turns the flow round (the SYN-ACK's receiver becomes the source, and the records
+    from then on are CLO unless they carry a FIN or RST); a RST first settles it as it is."""
+    if flags & TH_RST:
+        SI[s, F_SA] = SA_SETTLED
+        return
+    if flags & TH_SYN and flags & TH_ACK:
+        return
+    SI[s, F_SA] = SA_TURNED
+    SI[s, DIR] = not SI[s, DIR]
+    for a, b in ((SPORT, DPORT), (R_SPKTS, R_DPKTS), (R_SBYTES, R_DBYTES), (R_SFLAGS, R_DFLAGS),
+                 (F_SFLAGS, F_DFLAGS), (M_SPKTS, M_DPKTS), (M_SBYTES, M_DBYTES)):
+        SI[s, a], SI[s, b] = SI[s, b], SI[s, a]
 
 
 @njit(cache=True, nogil=True)
@@ -212,7 +234,7 @@ def _close_record(SI, SF, OF, OI, n, s):
     SI[s, M_NREC] += 1
     state = state_number(SI[s, PROTO], SI[s, R_SFLAGS], SI[s, R_DFLAGS], SI[s, F_SFLAGS], SI[s, F_DFLAGS],
                          SI[s, F_SYN], SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, F_NREC], SI[s, ICMP_T],
-                         SI[s, ICMP_C])
+                         SI[s, ICMP_C], SI[s, F_SA] == SA_TURNED)
     SI[s, F_NREC] += 1
     SI[s, M_STATE] = state
     _write_row(SI, SF, OF, OI, n, s, 0)
@@ -297,22 +319,26 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
                 n += 1
             _open_flow(SI, s, swap[i], proto[i], sport[i], dport[i], icmp_t[i], icmp_c[i], flags[i])
             _reset_handshake(SF, s)
+        elif SI[s, F_SA] == SA_PENDING:
+            _turn_round(SI, SF, s, flags[i])
         if SF[s, R_START] == INF:      # a new status record: its deadline joins the ring
             SF[s, R_START] = ts[i]
             SI[s, GEN] += 1
             k = Q[Q_TAIL] % ring
             due_slot[k], due_gen[k], due_at[k] = s, SI[s, GEN], t + interval
             Q[Q_TAIL] += 1
+        # a record starts at its first packet in capture order, even if a later one is stamped earlier
         SF[s, R_LAST] = max(SF[s, R_LAST], ts[i])
-        SF[s, R_START] = min(SF[s, R_START], ts[i])
         SF[s, F_LAST] = max(SF[s, F_LAST], ts[i])
         from_source = (not swap[i]) == SI[s, DIR]
+        # a turned-round flow dates its records from the SYN-ACK sender's side, as Argus does
+        if from_source != (SI[s, F_SA] == SA_TURNED) and SF[s, R_SFIRST] == INF:
+            SF[s, R_SFIRST] = ts[i]
         if proto[i] == 6:
             _handshake(SF, s, from_source, flags[i], ts[i])
         elif proto[i] == 17:
             _exchange(SF, s, from_source, ts[i])
         if from_source:
-            SF[s, R_SFIRST] = min(SF[s, R_SFIRST], ts[i])
             SI[s, R_SPKTS] += 1
             SI[s, R_SBYTES] += wirelen[i]
             SI[s, R_SFLAGS] |= flags[i]
