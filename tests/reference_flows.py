@@ -43,8 +43,8 @@ def _state(proto, rec, flow, itype, icode, arp):
 
 
 def _us(t):
-    """Whole microseconds, truncated, as Argus keeps time."""
-    return math.floor(t * 1e6 + 1e-3)
+    """Whole microseconds, as Argus keeps time (readers keep timestamps to the microsecond)."""
+    return math.floor(t * 1e6 + 0.5)
 
 
 def reference(packets, interval=5.0, idle=30.0, arp=None):

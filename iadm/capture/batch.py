@@ -19,6 +19,13 @@ SUPPORTED_LINKTYPES = {LINKTYPE_ETHERNET: "Ethernet", LINKTYPE_RAW: "raw IP", LI
                        LINKTYPE_IPV4: "raw IPv4", LINKTYPE_IPV6: "raw IPv6", LINKTYPE_LINUX_SLL2: "Linux cooked v2"}
 
 
+def whole_microseconds(seconds, microseconds) -> np.ndarray:
+    """Timestamps kept to the microsecond, as Argus keeps them (a finer clock is truncated by
+    the caller): the float64 nearest each whole microsecond, so that every record's times and
+    durations are exact microseconds (float64 epoch seconds resolve only a quarter of one)."""
+    return (np.asarray(seconds, dtype=np.int64) * 1_000_000 + np.asarray(microseconds, dtype=np.int64)) / 1e6
+
+
 class CaptureError(RuntimeError):
     """A capture that cannot be read further; the message names the source and the byte offset."""
 

@@ -96,7 +96,7 @@ class LiveCapture:
                 offsets.append(pos + mac)
                 caplen.append(snap)
                 wirelen.append(length)
-                ts.append(sec + nsec * 1e-9)
+                ts.append((sec * 1_000_000 + nsec // 1000) / 1e6)   # whole microseconds, as files
             pos += nxt
         n = len(offsets)
         return Batch(self.buf, np.array(offsets, dtype=np.int64), np.array(caplen, dtype=np.int64),

@@ -13,15 +13,15 @@ import struct
 
 import numpy as np
 
-from iadm.capture.batch import SUPPORTED_LINKTYPES, Batch, CaptureError
+from iadm.capture.batch import SUPPORTED_LINKTYPES, Batch, CaptureError, whole_microseconds
 from iadm.capture.walk import walk_records
 
 CHUNK = 8 << 20
 MAX_FRAME = 256 * 1024  # larger than any snap length in use; a bigger record is corruption
 
 _PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-    b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+    b"\xd4\xc3\xb2\xa1": ("<", 1), b"\xa1\xb2\xc3\xd4": (">", 1),          # fraction: microseconds
+    b"\x4d\x3c\xb2\xa1": ("<", 1000), b"\xa1\xb2\x3c\x4d": (">", 1000),    # nanoseconds
 }
 _PCAPNG_SHB = 0x0A0D0D0A
 
@@ -58,7 +58,7 @@ def read_pcap(path: str, chunk: int = CHUNK, progress=None):
 def _read_classic(path, fh, head, chunk):
     if len(head) < 24:
         raise CaptureError(f"{path}: pcap file header is cut short ({len(head)} of 24 bytes)")
-    order, unit = _PCAP_MAGICS[head[:4]]
+    order, per_us = _PCAP_MAGICS[head[:4]]
     linktype = struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF
     _check_linktype(path, linktype, 20)
     chunks = _chunks(path, fh, chunk, start=24, what="record")
@@ -68,7 +68,7 @@ def _read_classic(path, fh, head, chunk):
         buf = np.frombuffer(data, dtype=np.uint8)
         starts, sec, frac, incl, orig, pos, bad = walk_records(buf, order == ">", MAX_FRAME)
         if len(starts):
-            yield Batch(buf, starts + 16, incl, orig, sec.astype(np.float64) + frac.astype(np.float64) * unit,
+            yield Batch(buf, starts + 16, incl, orig, whole_microseconds(sec, frac // per_us),
                         np.full(len(starts), linktype, dtype=np.int32))
         if bad >= 0:
             incl = struct.unpack_from(order + "I", data, bad + 8)[0]
@@ -102,7 +102,7 @@ def _chunks(path: str, fh, chunk: int, start: int, what: str):
 
 def _read_pcapng(path, fh, chunk):
     order = "<"
-    interfaces = []          # (linktype, seconds per tick)
+    interfaces = []          # (linktype, ticks per second)
     chunks = _chunks(path, fh, chunk, start=0, what="block")
     data, file_pos = next(chunks)
     while True:
@@ -139,11 +139,11 @@ def _read_pcapng(path, fh, chunk):
                     yield _batch(data, offsets, caplen, wirelen, ts, links)
                     raise CaptureError(f"{path}: packet block at byte {file_pos + pos} names interface {iface} "
                                        f"of {len(interfaces)} or overruns its block ({incl} bytes)")
-                linktype, tick = interfaces[iface]
+                linktype, per_second = interfaces[iface]
                 offsets.append(pos + 28)
                 caplen.append(incl)
                 wirelen.append(orig)
-                ts.append(((hi << 32) | lo) * tick)
+                ts.append(((hi << 32) | lo) * 1_000_000 // per_second / 1e6)   # whole microseconds
                 links.append(linktype)
             elif btype == 3:  # simple packet block: no timestamp, interface 0
                 if not interfaces:
@@ -163,8 +163,8 @@ def _read_pcapng(path, fh, chunk):
             return
 
 
-def _tsresol(data, pos, blen, order) -> float:
-    """Seconds per timestamp tick from an interface block's if_tsresol option (default microseconds)."""
+def _tsresol(data, pos, blen, order) -> int:
+    """Timestamp ticks per second from an interface block's if_tsresol option (default microseconds)."""
     opt = pos + 16
     end = pos + blen - 4
     while opt + 4 <= end:
@@ -173,9 +173,9 @@ def _tsresol(data, pos, blen, order) -> float:
             break
         if code == 9 and length >= 1:
             value = data[opt + 4]
-            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value
+            return 2 ** (value & 0x7F) if value & 0x80 else 10 ** value
         opt += 4 + ((length + 3) & ~3)
-    return 1e-6
+    return 1_000_000
 
 
 class _Progress:

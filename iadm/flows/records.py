@@ -167,9 +167,14 @@ def _rate(count, span):
         return np.where((count > 1) & (span > 0), (count - 1) / np.where(span > 0, span, 1), 0.0)
 
 
+# Capture readers keep timestamps to the whole microsecond (iadm.capture.batch.whole_microseconds),
+# held as the nearest float64, which may sit a fraction below: the microsecond is the nearest one.
+US_SLACK = 0.5
+
+
 def _whole_us(seconds: np.ndarray) -> np.ndarray:
-    """Epoch seconds truncated to the microsecond (1 ns of slack for float64's x.9999999)."""
-    return np.floor(seconds * 1e6 + 1e-3) / 1e6
+    """Epoch seconds to the whole microsecond, as Argus keeps time."""
+    return np.floor(seconds * 1e6 + US_SLACK) / 1e6
 
 
 def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np.ndarray,

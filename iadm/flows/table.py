@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 
 from iadm.capture.decode import Decoded
-from iadm.flows.records import make_records, state_number
+from iadm.flows.records import US_SLACK, make_records, state_number
 from iadm.flows.slotindex import SlotIndex
 
 KEY_WORDS = 5
@@ -207,9 +207,8 @@ def _write_row(SI, SF, OF, OI, n, s, final):
 
 @njit(cache=True, nogil=True)
 def _microseconds(last, start):
-    """last - start as Argus has it: both truncated to whole microseconds (the 1 ns slack keeps a
-    microsecond timestamp that float64 holds as x.9999999 on its own microsecond)."""
-    return (np.floor(last * 1e6 + 1e-3) - np.floor(start * 1e6 + 1e-3)) / 1e6
+    """last - start as Argus has it: both truncated to whole microseconds (records.US_SLACK)."""
+    return (np.floor(last * 1e6 + US_SLACK) - np.floor(start * 1e6 + US_SLACK)) / 1e6
 
 
 @njit(cache=True, nogil=True)
