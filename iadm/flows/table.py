@@ -15,7 +15,8 @@ Semantics (Argus 3, the tool that made Bot-IoT's rows; docs/features.md):
   after its previous record closed; a record holds the packets before
   start + status_interval and closes when time reaches that point (a later
   packet of any flow, or `advance(now)` when the link is quiet). Each record
-  has its own stime, ltime, counts and state.
+  has its own stime, ltime, counts and state; a later record's stime is its
+  first source packet (Argus's own rule, tests/unit/test_argus_crafted.py).
 - **Flow records.** The status records of a flow key folded together, as
   `racluster` does: counts summed, stime/ltime the extremes, and
   mean/stddev/sum/min/max the statistics of the status records' durations

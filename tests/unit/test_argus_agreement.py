@@ -21,7 +21,10 @@ pytestmark = [
 
 EXACT = ["pkt.TCP.synflood.spoofed.pcap", "dosattack.pcap", "attacks-more/udp-flood-single-source.pcap",
          "attacks-more/nmap-null-scan.pcap", "attacks-more/ftp-bruteforce-zeek.pcap",
-         "benign-more/ftp-large-upload.pcap"]
+         "attacks-more/mac-flood-macof.pcapng", "benign-more/ftp-large-upload.pcap",
+         "benign-more/http-many-short-conns.pcapng", "benign-lan/dns_lab.pcapng", "benign-lan/dns_tcp.pcapng",
+         "benign-lan/http_ip4and6.pcapng", "benign-lan/mail_sender_server_2.pcapng",
+         "benign-lan/tcp_dupack.pcapng"]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +63,10 @@ def test_the_corpus_agrees_at_least_as_well_as_today(results):
     flow_matched, flow_fields = pooled(results, "flow")
     print(f"status: {status_matched:.1%} of Argus rows matched, fields {status_fields:.2%} equal; "
           f"flow: {flow_matched:.1%} matched, fields {flow_fields:.2%} equal")
-    # The ICMP floods alone are 30,000 of Argus's 140,000 status rows (it keys echoes by sequence too).
-    assert status_matched >= 0.65 and status_fields >= 0.99   # today 65.8 % and 99.65 %
-    assert flow_matched >= 0.84 and flow_fields >= 0.99       # today 84.8 % and 99.49 %
+    # The ICMP floods alone are 30,000 of Argus's 140,000 status rows (it keys echoes by sequence too);
+    # without them 96.7 % of status rows match.
+    assert status_matched >= 0.74 and status_fields >= 0.998   # today 74.7 % and 99.83 %
+    assert flow_matched >= 0.99 and flow_fields >= 0.998       # today 99.4 % and 99.90 %
 
 
 def test_the_handshake_halves_agree_with_argus(tmp_path):
