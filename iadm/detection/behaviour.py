@@ -692,16 +692,17 @@ class BehaviourWatch:
                 REFLECTION, "DDoS", "UDP", "reflection", "T1498.002",
                 f"UDP reflection: {counts[i]} port-{int(c.sport[i])} servers sent unsolicited answers to "
                 f"{c.text('daddr', i)} within {self.slow_answers.window:g} s", blocks=False))
-        # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (the record's
-        # source sent nothing; its destination answered a SYN forged with the receiver's address)
-        synack = (c.dflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
-        backscatter = c.tcp & (c.spkts == 0) & synack & ~c.multicast
+        # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (a SYN forged
+        # with the receiver's address was answered). Argus makes such a flow its SYN-ACK sender's:
+        # the source sent SYN and ACK, the destination (the victim) no SYN, at most a RST.
+        synack = (c.sflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
+        backscatter = c.tcp & synack & ((c.dflags & _TH_SYN) == 0) & ~c.multicast
         if backscatter.any():
-            members = _combine(_combine(c.daddr_h, _ints(c.dport)), _ints(c.dpkts))
-            counts = self.backscatter.count(c.saddr_h, members, c.ltime, backscatter, c.order("ltime"), c.never)
-            self._mark(found, findings, backscatter & (counts >= self.slow_reflectors * 3), c.saddr_h,
+            members = _combine(_combine(c.saddr_h, _ints(c.sport)), _ints(c.spkts))
+            counts = self.backscatter.count(c.daddr_h, members, c.ltime, backscatter, c.order("ltime"), c.never)
+            self._mark(found, findings, backscatter & (counts >= self.slow_reflectors * 3), c.daddr_h,
                        lambda i: Finding(REFLECTION, "DDoS", "TCP", "reflection", "T1498.002",
-                                         f"SYN-ACK reflection: {counts[i]} unsolicited SYN-ACKs to {c.text('saddr', i)} "
+                                         f"SYN-ACK reflection: {counts[i]} unsolicited SYN-ACKs to {c.text('daddr', i)} "
                                          f"within {self.backscatter.window:g} s", blocks=False))
         unsolicited = (c.spkts == 0) & (c.dpkts >= 1) & ~c.multicast
         if unsolicited.any():   # the other side of a reflection: unsolicited answers from many hosts to one

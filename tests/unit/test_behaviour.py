@@ -231,6 +231,21 @@ def test_forged_sources_behind_one_mac_block_and_many_sources_only_alert():
     assert not labels.blocks[labels.attack == 1].any()      # about the destination: no source blocked
 
 
+def test_syn_ack_backscatter_from_many_reflectors_and_a_browser_that_is_not():
+    # SYNs forged with 10.0.0.2's address were answered: SYN-ACKs it never asked for, one a second
+    reflected = [(T0 + i, frame(f"198.51.100.{i + 1}", "10.0.0.2", 6, 80, 40000 + i, SYNACK)) for i in range(40)]
+    labels = BehaviourWatch()(records(reflected))
+    found = labels[labels.sid == b.REFLECTION]
+    assert len(found) == 11 and "SYN-ACK reflection: 30 unsolicited SYN-ACKs to 10.0.0.2" in found.msg.iloc[0]
+    assert not found.blocks.any()                       # about the victim: no reflector is blocked on it
+    browser = []                                        # the same hosts, connections the client opened
+    for i in range(40):
+        t, sp, server = T0 + i, 40000 + i, f"198.51.100.{i + 1}"
+        browser += [(t, frame("10.0.0.2", server, 6, sp, 80, SYN)), (t + 0.01, frame(server, "10.0.0.2", 6, 80, sp, SYNACK)),
+                    (t + 0.02, frame("10.0.0.2", server, 6, sp, 80, ACK, payload=100))]
+    assert b.REFLECTION not in sids(BehaviourWatch()(records(browser)))
+
+
 def test_fusion_gives_the_behaviours_label_and_marks_findings_about_the_destination():
     rules = RuleEngine(parse_rules('alert tcp any any -> any any (msg:"null"; flags:0; classtype:os-fingerprint; '
                                    'metadata:technique os_fingerprint; sid:9;)'))
