@@ -144,7 +144,7 @@ def detection_cost(tmp: str, runs: int) -> None:
     from iadm.synth import attacks, benign
     flood, _ = attacks(T0 + 5)
     write_pcap(os.path.join(tmp, "mix.pcap"), sorted(benign(T0, 60, devices=8) + flood))
-    records, _ = records_from_pcap(os.path.join(tmp, "mix.pcap"))
+    records, _ = records_from_pcap(os.path.join(tmp, "mix.pcap"), kind="running")   # as the live monitor's
     config = MonitorConfig()
     labeller = Labeller.from_rules(config.rule_files, config.variables)
     store = SQLiteAlertStore(os.path.join(tmp, "meter.sqlite"))

@@ -178,9 +178,11 @@ def _whole_us(seconds: np.ndarray) -> np.ndarray:
 
 
 def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np.ndarray,
-                 merged: bool) -> pd.DataFrame:
+                 merged: bool, running: bool = False) -> pd.DataFrame:
     """A record frame from the flow table's rows (iadm.flows.table): the status records'
-    own values, or (merged) the flow records' (racluster's fold of the status records)."""
+    own values, or (merged) the flow records' (racluster's fold of the status records).
+    Running records (the flow so far, at each status record) also say what their status
+    record added: new_pkts and new_bytes, so a consumer that sums traffic needs no flow state."""
     from iadm.flows import table as t
     if not len(of):
         return pd.DataFrame(columns=BASE_COLUMNS + EXTRA_COLUMNS)
@@ -236,6 +238,9 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
         # UDP: the source's first packet to the destination's first answer (DNS, NTP, CoAP, ...)
         "answer": of[:, t.O_ANSWER],
     }, copy=False)   # fresh arrays: no copy into consolidated blocks
+    if running:
+        frame["new_pkts"] = oi[:, t.O_SPKTS] + oi[:, t.O_DPKTS]
+        frame["new_bytes"] = oi[:, t.O_SBYTES] + oi[:, t.O_DBYTES]
     # The addresses as numbers, for the window aggregates (which would otherwise hash the text).
     frame.attrs["addresses"] = NumericAddresses(s_hi, s_lo, d_hi, d_lo)
     return frame

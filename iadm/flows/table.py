@@ -554,7 +554,7 @@ class FlowTable:
             seqs = np.arange(self.seq + 1, self.seq + 1 + int(keep.sum()), dtype=np.int64)
             self.seq += len(seqs)
             out.append(make_records(of[keep], oi[keep], self.key_words, seqs,
-                                    merged=self.kind != "status"))
+                                    merged=self.kind != "status", running=self.kind == "running"))
 
     def _end(self, slots: np.ndarray, out: list) -> None:
         for at in range(0, len(slots), self.ROWS // 2):

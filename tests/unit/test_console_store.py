@@ -132,16 +132,27 @@ def test_devices_and_the_timeline_from_alerts_and_traffic(store):
         store.timeline(0, 10**6, 1)
 
 
-def test_the_traffic_meter_counts_each_running_records_new_packets_once(store):
+def test_the_traffic_meter_counts_each_packet_of_running_records_once(store):
+    from iadm.capture.batch import Batch
+    from iadm.flows.pipeline import FeaturePipeline
+    from iadm.synth import frame
     meter = TrafficMeter(store, "gw1")
-    def running(pkts, ltime):
-        return pd.DataFrame({"saddr": "10.0.0.1", "sport": 1000, "daddr": "10.0.0.2", "dport": 80, "proto": "tcp",
-                             "stime": 999.0, "ltime": ltime, "pkts": pkts, "bytes": [p * 100 for p in pkts],
-                             "smac": np.int64(1)})
-    meter(running([10, 25], [1000.1, 1000.5]))     # one flow, two running records: 25 packets so far
-    meter(running([40], [1001.2]))                 # 15 more
-    [device] = store.devices().items
-    assert device["mac"] == "00:00:00:00:00:01" and device["packets"] == 40 and device["bytes"] == 4000
+    pipe = FeaturePipeline(kind="running", status_interval=0.5)
+    # one flow over three status intervals (a running record at each), then a second device
+    frames = [frame("10.0.0.1", "10.0.0.2", 17, 1000, 80, payload=100, smac="00:00:00:00:00:01") for _ in range(40)]
+    times = [1000.0 + i * 0.05 for i in range(40)]
+    frames += [frame("10.0.0.3", "10.0.0.2", 17, 1000, 80, payload=100, smac="00:00:00:00:00:03")]
+    times += [1001.0]
+    for lo in range(0, 41, 7):   # batches cut across the status intervals
+        for records in pipe.push(Batch.from_frames(frames[lo:lo + 7], times[lo:lo + 7])):
+            assert (records.new_pkts <= records.pkts).all()
+            meter(records)
+    for records in pipe.finish():
+        meter(records)
+    devices = {d["mac"]: d for d in store.devices().items}
+    wire = len(frames[0])
+    assert devices["00:00:00:00:00:01"]["packets"] == 40 and devices["00:00:00:00:00:01"]["bytes"] == 40 * wire
+    assert devices["00:00:00:00:00:03"]["packets"] == 1
 
 
 def test_zscore_not_an_attack_folds_the_pairs_open_anomalies_into_its_statistics():
