@@ -694,9 +694,9 @@ class BehaviourWatch:
                 f"{c.text('daddr', i)} within {self.slow_answers.window:g} s", blocks=False))
         # SYN-ACK backscatter: SYN-ACKs for connections the receiver never opened (a SYN forged
         # with the receiver's address was answered). Argus makes such a flow its SYN-ACK sender's:
-        # the source sent SYN and ACK, the destination (the victim) no SYN, at most a RST.
-        synack = (c.sflags & (_TH_SYN | _TH_ACK)) == (_TH_SYN | _TH_ACK)
-        backscatter = c.tcp & synack & ((c.dflags & _TH_SYN) == 0) & ~c.multicast
+        # the source sent SYN-ACKs and nothing else, the destination (the victim) at most a RST.
+        synack = (c.sflags & ~0xC0) == (_TH_SYN | _TH_ACK)       # ECN bits (ECE, CWR) aside
+        backscatter = c.tcp & synack & ((c.dflags & ~(_TH_RST | _TH_ACK)) == 0) & ~c.multicast
         if backscatter.any():
             members = _combine(_combine(c.saddr_h, _ints(c.sport)), _ints(c.spkts))
             counts = self.backscatter.count(c.daddr_h, members, c.ltime, backscatter, c.order("ltime"), c.never)

@@ -244,6 +244,11 @@ def test_syn_ack_backscatter_from_many_reflectors_and_a_browser_that_is_not():
         browser += [(t, frame("10.0.0.2", server, 6, sp, 80, SYN)), (t + 0.01, frame(server, "10.0.0.2", 6, 80, sp, SYNACK)),
                     (t + 0.02, frame("10.0.0.2", server, 6, sp, 80, ACK, payload=100))]
     assert b.REFLECTION not in sids(BehaviourWatch()(records(browser)))
+    # a device that reconnects and keeps sending to a server gone quiet: SYN and ACK from it, no answer
+    quiet = [(T0, frame("10.0.0.2", "198.51.100.1", 6, 47000, 9999, SYN))]
+    quiet += [(T0 + 0.2 * i, frame("10.0.0.2", "198.51.100.1", 6, 47000, 9999, ACK | 0x08, payload=60))
+              for i in range(1, 60)]
+    assert b.REFLECTION not in sids(BehaviourWatch()(records(quiet)))
 
 
 def test_fusion_gives_the_behaviours_label_and_marks_findings_about_the_destination():
