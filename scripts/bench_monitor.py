@@ -13,6 +13,7 @@ packets of 10,000 flows over 7 days). For each, on one core, in this one run:
 with the peak resident memory of each process. In-process figures are the fastest of --repeat.
 
     .venv/bin/python scripts/bench_monitor.py [--packets N] [--quick]
+    .venv/bin/python scripts/bench_monitor.py --memory-sweep   # peak memory on every shared capture
 """
 from __future__ import annotations
 
@@ -209,6 +210,26 @@ def workloads(args) -> list[tuple[str, str]]:
     return out
 
 
+def memory_sweep(iadm: str, env: dict, limit_mib: float = 500.0) -> int:
+    """Peak resident memory of `iadm features` and `iadm monitor --pcap` (the shipped config) on
+    every capture of ../shared/data/pcaps: the issue's bound is 500 MiB on each."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pcaps")
+    captures = sorted(glob.glob(os.path.join(root, "**", "*.pcap*"), recursive=True))
+    worst = [0.0, 0.0]
+    print("| capture | `iadm features` s, peak MiB | `iadm monitor --pcap` s, peak MiB |\n|---|---:|---:|")
+    with tempfile.TemporaryDirectory() as work:
+        for path in captures:
+            fresh = tempfile.mkdtemp(dir=work)
+            t_feat, mem_feat = run_process([iadm, "features", path, "-o", os.path.join(fresh, "out.csv")], env)
+            t_mon, mem_mon = run_process([iadm, "monitor", "--pcap", path, "--config", monitor_config(fresh)], env)
+            worst = [max(worst[0], mem_feat), max(worst[1], mem_mon)]
+            print(f"| {os.path.relpath(path, root)} | {t_feat:.2f}, {mem_feat:,.0f} | {t_mon:.2f}, {mem_mon:,.0f} |",
+                  flush=True)
+    print(f"\nlargest peak: features {worst[0]:,.0f} MiB, monitor {worst[1]:,.0f} MiB "
+          f"(bound {limit_mib:,.0f} MiB on each: {'met' if max(worst) <= limit_mib else 'NOT met'})")
+    return 0 if max(worst) <= limit_mib else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packets", type=int, default=5_000_000, help="packets of the dense mix (5,000,000)")
@@ -216,7 +237,12 @@ def main() -> int:
     parser.add_argument("--week", default="run/bench/week-1M.pcap")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each in-process figure; the fastest counts")
     parser.add_argument("--quick", action="store_true", help="one run each, 1,000,000-packet dense mix")
+    parser.add_argument("--memory-sweep", action="store_true",
+                        help="only the peak memory of both commands on every shared capture")
     args = parser.parse_args()
+    if args.memory_sweep:
+        os.environ.setdefault("IADM_OPERATOR_TOKEN", "bench")
+        return memory_sweep(os.path.join(os.path.dirname(sys.executable), "iadm"), dict(os.environ))
     if args.quick:
         args.repeat, args.packets = 1, min(args.packets, 1_000_000)
     args.capture = args.capture or f"run/bench/monitor-mix-{args.packets // 1000}k.pcap"
