@@ -373,6 +373,26 @@ def timeline_buckets(since: float, until: float, step: float) -> int:
     return int((until - since) // step + (1 if (until - since) % step else 0))
 
 
+def timeline_answer(since: float, until: float, step: float, n: int, traffic: dict, alerts: list,
+                    attack_rows, mitigation_rows) -> dict:
+    """The timeline both stores return: buckets, traffic, alert counts, and the attacks' and the
+    mitigations' rows (first_seen, last_seen, signature, src_ip, action; installed_at, ended_at,
+    block_id, attacker) as dicts."""
+    return {"since": since, "until": until, "step": step,
+            "buckets": [since + k * step for k in range(n)], "traffic": traffic, "alerts": alerts,
+            "attacks": [{"start": r[0], "end": r[1], "signature": r[2], "src_ip": r[3], "action": r[4]}
+                        for r in attack_rows],
+            "mitigations": [{"at": r[0], "ended_at": r[1], "block_id": r[2], "attacker": r[3]}
+                            for r in mitigation_rows]}
+
+
+def span_of(events: tuple, traffic: tuple, bucket: float) -> tuple[float, float] | None:
+    """The time a store covers from (first, last) of its events and of its traffic buckets."""
+    lows = [x for x in (events[0], traffic[0]) if x is not None]
+    highs = [x for x in (events[1], traffic[1] + bucket if traffic[1] is not None else None) if x is not None]
+    return (min(lows), max(highs)) if lows else None
+
+
 def stored_event(event: dict) -> tuple[str | None, float]:
     """(kind, time) of an event a store keeps (alerts and operator decisions), (None, 0) for the
     others; a StoreError for one without a valid EVE timestamp."""
@@ -672,28 +692,22 @@ class SQLiteAlertStore(AlertStore):
                     "GROUP BY k", (since, step, since, until, *gw_args)):
                 if 0 <= k < n:
                     alerts[k] = count
-            attacks = [{"start": r[0], "end": r[1], "signature": r[2], "src_ip": r[3], "action": r[4]}
-                       for r in self._db.execute(
-                           f"SELECT first_seen, last_seen, signature, src_ip, action FROM groups WHERE last_seen >= ? "
-                           f"AND first_seen < ? {gw} AND not_attack_at IS NULL ORDER BY count DESC LIMIT 50",
-                           (since, until, *gw_args))]
-            mitigations = [{"at": r[0], "ended_at": r[1], "block_id": r[2], "attacker": r[3]}
-                           for r in self._db.execute(
-                               f"SELECT installed_at, ended_at, block_id, attacker FROM mitigations WHERE "
-                               f"installed_at >= ? AND installed_at < ? {gw} ORDER BY installed_at LIMIT 200",
-                               (since, until, *gw_args))]
-        return {"since": since, "until": until, "step": step,
-                "buckets": [since + k * step for k in range(n)], "traffic": traffic, "alerts": alerts,
-                "attacks": attacks, "mitigations": mitigations}
+            attacks = self._db.execute(
+                f"SELECT first_seen, last_seen, signature, src_ip, action FROM groups WHERE last_seen >= ? "
+                f"AND first_seen < ? {gw} AND not_attack_at IS NULL ORDER BY count DESC LIMIT 50",
+                (since, until, *gw_args)).fetchall()
+            mitigations = self._db.execute(
+                f"SELECT installed_at, ended_at, block_id, attacker FROM mitigations WHERE "
+                f"installed_at >= ? AND installed_at < ? {gw} ORDER BY installed_at LIMIT 200",
+                (since, until, *gw_args)).fetchall()
+        return timeline_answer(since, until, step, n, traffic, alerts, attacks, mitigations)
 
     def span(self, gateway: str | None = None) -> tuple[float, float] | None:
         gw, args = ("WHERE gateway = ?", [gateway]) if gateway else ("", [])
         with self._fresh():   # one min() or max() a query: SQLite reads each off its index's end
             a = [self._db.execute(f"SELECT {f}(ts) FROM events {gw}", args).fetchone()[0] for f in ("min", "max")]
             b = [self._db.execute(f"SELECT {f}(bucket) FROM traffic {gw}", args).fetchone()[0] for f in ("min", "max")]
-        lows = [x for x in (a[0], b[0]) if x is not None]
-        highs = [x for x in (a[1], b[1] + self.traffic_bucket if b[1] is not None else None) if x is not None]
-        return (min(lows), max(highs)) if lows else None
+        return span_of(a, b, self.traffic_bucket)
 
     def version(self) -> int:
         with self._fresh():

@@ -33,7 +33,9 @@ from iadm.console.store import (
     group_terms,
     mitigation_row,
     operator_updates,
+    span_of,
     stored_event,
+    timeline_answer,
     timeline_buckets,
     traffic_sums,
 )
@@ -377,28 +379,22 @@ class PostgresAlertStore(AlertStore):
                     f"{gw} GROUP BY k", (since, step, since, until, *gw_args)):
                 if 0 <= k < n:
                     alerts[k] = count
-            attacks = [{"start": r[0], "end": r[1], "signature": r[2], "src_ip": r[3], "action": r[4]}
-                       for r in self._all(
-                           "SELECT first_seen, last_seen, signature, src_ip, action FROM alert_groups WHERE "
-                           f"last_seen >= %s AND first_seen < %s {gw} AND not_attack_at IS NULL "
-                           "ORDER BY count DESC LIMIT 50", (since, until, *gw_args))]
-            mitigations = [{"at": r[0], "ended_at": r[1], "block_id": r[2], "attacker": r[3]}
-                           for r in self._all(
-                               "SELECT installed_at, ended_at, block_id, attacker FROM alert_mitigations WHERE "
-                               f"installed_at >= %s AND installed_at < %s {gw} ORDER BY installed_at LIMIT 200",
-                               (since, until, *gw_args))]
-        return {"since": since, "until": until, "step": step,
-                "buckets": [since + k * step for k in range(n)], "traffic": traffic, "alerts": alerts,
-                "attacks": attacks, "mitigations": mitigations}
+            attacks = self._all(
+                "SELECT first_seen, last_seen, signature, src_ip, action FROM alert_groups WHERE "
+                f"last_seen >= %s AND first_seen < %s {gw} AND not_attack_at IS NULL "
+                "ORDER BY count DESC LIMIT 50", (since, until, *gw_args))
+            mitigations = self._all(
+                "SELECT installed_at, ended_at, block_id, attacker FROM alert_mitigations WHERE "
+                f"installed_at >= %s AND installed_at < %s {gw} ORDER BY installed_at LIMIT 200",
+                (since, until, *gw_args))
+        return timeline_answer(since, until, step, n, traffic, alerts, attacks, mitigations)
 
     def span(self, gateway: str | None = None) -> tuple[float, float] | None:
         gw, args = ("WHERE gateway = %s", [gateway]) if gateway else ("", [])
         with self._lock:
             a = self._all(f"SELECT min(first_seen), max(last_seen) FROM alert_groups {gw}", args)[0]
             b = self._all(f"SELECT min(bucket), max(bucket) FROM alert_traffic {gw}", args)[0]
-        lows = [x for x in (a[0], b[0]) if x is not None]
-        highs = [x for x in (a[1], b[1] + self.traffic_bucket if b[1] is not None else None) if x is not None]
-        return (min(lows), max(highs)) if lows else None
+        return span_of(a, b, self.traffic_bucket)
 
     def version(self) -> int:
         with self._lock:
