@@ -175,7 +175,8 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(tmp_path
     assert closed_after is not None and 0.2 < closed_after < 1.5
 
 
-def test_when_every_worker_is_answering_a_new_connection_gets_a_503(tmp_path):
+def slow_server(max_connections: int):
+    """A server whose one route answers only once `release` is set (or after 5 s)."""
     release = threading.Event()
 
     class Slow(JsonHandler):
@@ -185,7 +186,11 @@ def test_when_every_worker_is_answering_a_new_connection_gets_a_503(tmp_path):
             release.wait(5)
             return 200, {"ok": True}
 
-    server = ApiServer(("127.0.0.1", 0), Slow, max_connections=2)
+    return ApiServer(("127.0.0.1", 0), Slow, max_connections=max_connections), release
+
+
+def test_when_every_worker_is_answering_a_new_connection_gets_a_503(tmp_path):
+    server, release = slow_server(2)
     server.token = TOKEN
     with serving(server) as port:
         busy = []
@@ -207,16 +212,7 @@ def test_when_every_worker_is_answering_a_new_connection_gets_a_503(tmp_path):
 
 
 def test_a_connection_being_answered_is_never_the_one_closed():
-    release = threading.Event()
-
-    class Slow(JsonHandler):
-        ROUTES = [("GET", "/slow", "slow")]
-
-        def slow(self):
-            release.wait(5)
-            return 200, {"ok": True}
-
-    server = ApiServer(("127.0.0.1", 0), Slow, max_connections=3)
+    server, release = slow_server(3)
     server.token = TOKEN
     with serving(server) as port:
         answering = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
