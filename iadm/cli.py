@@ -64,8 +64,10 @@ def _flow_options(args, config=None) -> dict:
     def pick(name, default):
         given = getattr(args, name)
         return given if given is not None else (getattr(config, name) if config else default)
+    from iadm.fleet.events import gateway_name
     options = {"status_interval": pick("status_interval", 5.0), "idle_timeout": pick("idle_timeout", 30.0),
-               "max_flows": pick("max_flows", 1 << 18)}
+               "max_flows": pick("max_flows", 1 << 18),
+               "gateway": gateway_name(getattr(args, "gateway", None) or (config.gateway_id if config else ""))}
     if getattr(args, "record_kind", None):
         options["kind"] = args.record_kind
     return options
@@ -367,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--status-interval", type=float, help="seconds between flow records (5; monitor config)")
         p.add_argument("--idle-timeout", type=float, help="seconds before a quiet flow closes (30)")
         p.add_argument("--max-flows", type=int, help="flow table size; oldest evicted (262144)")
+        p.add_argument("--gateway", help="the gateway the packets came from, a column of every record "
+                                         "(default: this host's name)")
         p.add_argument("--rules", action="append", help="label records with these rule files (repeatable)")
         p.add_argument("--vars", help="variables file for the rules (rules/variables.conf)")
 

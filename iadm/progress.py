@@ -6,10 +6,10 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, total_bytes: int, label: str, stream=sys.stderr, every: float = 0.2):
+    def __init__(self, total_bytes: int, label: str, stream=None, every: float = 0.2):
         self.total = max(1, total_bytes)
         self.label = label
-        self.stream = stream
+        self.stream = stream = stream or sys.stderr   # the stderr of now, not of import time
         self.every = every
         self.start = self.last = time.monotonic()
         self.enabled = stream.isatty()

@@ -94,7 +94,7 @@ def build_monitor(config: MonitorConfig, *, replay: bool = False, client=None, r
                            "shaped_rate_pps": config.shaped_rate_pps,
                            "gateway_id": gateway})
     flow_options = {"status_interval": config.status_interval, "idle_timeout": config.idle_timeout,
-                    "max_flows": config.max_flows}
+                    "max_flows": config.max_flows, "gateway": gateway}
     monitor = Monitor(labeller, alert_log, client, flow_options, store=store, fleet=fleet)
     console = None
     if store is not None:

@@ -184,7 +184,7 @@ class RecordWriter:
 # The records' own dtypes (iadm.flows.records.make_records and the window aggregates), text as
 # text (as a CSV holds them), labels nullable: a capture written without labels and one labelled
 # by rules share one schema.
-_TEXT = {"flgs", "proto", "saddr", "daddr", "state", "category", "subcategory", "smac"}
+_TEXT = {"flgs", "proto", "saddr", "daddr", "state", "category", "subcategory", "smac", "gateway"}
 _INT = {"pkSeqID", "proto_number", "sport", "dport", "pkts", "bytes", "state_number", "seq", "spkts", "dpkts",
         "sbytes", "dbytes", "attack", "sflags", "dflags", "rule_sid"}
 # every other column (times, durations, rates, window aggregates, any measure added later) is float64

@@ -1,6 +1,7 @@
 """Packets to feature records: decode -> flow table -> sliding-window aggregates."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from iadm.capture.decode import COUNTERS, decode
@@ -10,12 +11,14 @@ from iadm.flows.window import WindowAggregator
 
 
 class FeaturePipeline:
-    """Feed batches in, get Bot-IoT-shaped record frames out (in emission order)."""
+    """Feed batches in, get Bot-IoT-shaped record frames out (in emission order). gateway: the
+    name of the gateway whose mirror the packets came from, a column of every record (none if "")."""
 
     def __init__(self, status_interval: float = 5.0, idle_timeout: float = 30.0, max_flows: int = 1 << 18,
-                 kind: str = "running", flow_timeout: float | None = None, inspectors=()):
+                 kind: str = "running", flow_timeout: float | None = None, inspectors=(), gateway: str = ""):
         self.table = FlowTable(status_interval, idle_timeout, max_flows, kind=kind, flow_timeout=flow_timeout)
-        self.window = WindowAggregator()
+        aggregate = WindowAggregator()
+        self.window = aggregate if not gateway else lambda frame: _named(aggregate(frame), gateway)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.inspectors = list(inspectors)   # callables(batch, decoded) -> findings, before the flows
         self.findings: list = []             # what they found, until the caller takes them
@@ -35,6 +38,11 @@ class FeaturePipeline:
 
     def stats(self) -> dict:
         return {**self.counters, **self.table.stats, "flows_active": len(self.table)}
+
+
+def _named(frame: pd.DataFrame, gateway: str) -> pd.DataFrame:
+    frame["gateway"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), [gateway])
+    return frame
 
 
 def warm_up() -> float:

@@ -25,7 +25,7 @@ WINDOW_COLUMNS = [
     "Pkts_P_State_P_Protocol_P_SrcIP",
 ]
 LABEL_COLUMNS = ["attack", "category", "subcategory"]
-EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer"]
+EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer", "gateway"]
 RECORD_COLUMNS = BASE_COLUMNS + WINDOW_COLUMNS
 CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 

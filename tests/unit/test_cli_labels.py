@@ -37,3 +37,15 @@ def test_features_refuses_broken_rules_without_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:1:" in err and "unknown feature 'srte'" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_every_record_names_its_gateway(tmp_path):
+    import socket
+    packets = [(1_700_000_000 + i, bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000 + i, dport=80)))
+               for i in range(3)]
+    pcap = tmp_path / "p.pcap"
+    write_pcap(pcap, packets)
+    assert main(["features", str(pcap), "-o", str(tmp_path / "named.csv"), "--gateway", "gw-lab-1"]) == 0
+    assert main(["features", str(pcap), "-o", str(tmp_path / "host.csv")]) == 0
+    assert pd.read_csv(tmp_path / "named.csv").gateway.tolist() == ["gw-lab-1"] * 3
+    assert pd.read_csv(tmp_path / "host.csv").gateway.tolist() == [socket.gethostname()] * 3

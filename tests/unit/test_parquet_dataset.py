@@ -52,7 +52,7 @@ def captures(tmp_path_factory):
 def test_features_writes_a_dataset_the_pipeline_records_row_for_row(captures, tmp_path):
     root, caps = captures
     out = tmp_path / "flows.parquet"
-    assert main(["features", str(root), "-o", str(out)]) == 0
+    assert main(["features", str(root), "-o", str(out), "--gateway", "gw-7"]) == 0
     names = sorted(d for d in os.listdir(out))
     assert names == ["capture=a.pcap", "capture=site%2Fb%2Fc.pcap"]     # a relative path is a name
     hours = sorted(os.listdir(out / "capture=site%2Fb%2Fc.pcap"))
@@ -61,7 +61,7 @@ def test_features_writes_a_dataset_the_pipeline_records_row_for_row(captures, tm
     assert list(got.columns) == CSV_COLUMNS + ["capture"]
     assert sorted(got["capture"].unique()) == ["a.pcap", "site/b/c.pcap"]
     for rel, (path, _) in caps.items():
-        records, _ = records_from_pcap(str(path), kind="flow")
+        records, _ = records_from_pcap(str(path), kind="flow", gateway="gw-7")
         mine = got[got["capture"] == rel].drop(columns="capture")
         pd.testing.assert_frame_equal(_ordered(mine), _ordered(expected(records)), check_dtype=True)
     for part in out.rglob("*.parquet"):
