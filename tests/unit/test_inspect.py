@@ -11,7 +11,7 @@ from scapy.all import (ARP, DNS, DNSQR, DNSRR, IP, TCP, UDP, Dot1Q, Ether, IPv6,
 
 from iadm.capture.batch import Batch
 from iadm.capture.decode import COUNTERS, decode
-from iadm.inspect import ArpWatch, DnsWatch, MacFloodWatch, SIDS, warm_up
+from iadm.inspect import ArpWatch, DnsWatch, LoginFailureWatch, MacFloodWatch, SIDS, warm_up
 from iadm.inspect import dnsparse
 from iadm.synth import frame
 
@@ -39,6 +39,10 @@ def mac(n: int) -> str:
 
 def mac_int(text: str) -> int:
     return int(text.replace(":", ""), 16)
+
+
+def source_mac(frame_bytes) -> int:
+    return int.from_bytes(bytes(frame_bytes)[6:12], "big")
 
 
 # ---------------------------------------------------------------- decoder: the l4 column
@@ -222,6 +226,67 @@ def test_a_storm_of_forged_arp_gives_a_bounded_number_of_findings():
     assert findings and max(per_sid.values()) <= 3 * 50 and watch._once.suppressed > 0
 
 
+def test_an_arp_sweep_of_the_lan_is_one_alert_naming_the_sweeper():
+    """arp-scan / nmap -sn: one MAC asks for 40 addresses within 2 s. An alert (inventory apps and
+    routers sweep too), named by the sweeper's MAC and address."""
+    sweeper = mac(66)
+    p = [arp(T0 + i * 0.05, 1, sweeper, "10.0.0.66", "00:00:00:00:00:00", f"10.0.0.{i + 100}") for i in range(40)]
+    p += [arp(T0 + 0.051 + i * 0.05, 2, mac(i + 100), f"10.0.0.{i + 100}", sweeper, "10.0.0.66")
+          for i in range(0, 40, 7)]
+    [f] = run_batches(ArpWatch(), p, per=8)
+    assert (f.sid, f.technique, f.mitre, f.category, f.block) == (2100006, "arp_sweep", "T1018", "Reconnaissance",
+                                                                   False)
+    assert f.src_mac == mac_int(sweeper) and f.src_ip == "10.0.0.66" and f.evidence["addresses_asked"] == 32
+    assert f.ts - T0 < 2.0
+
+
+def test_a_host_asking_for_its_peers_or_a_slow_sweep_is_no_sweep():
+    """A host asking again and again for its gateway and a few peers; 31 addresses in a burst; a
+    sweep of one address every 2 s (5 in any 10 s)."""
+    host = [arp(T0 + k, 1, mac(5), "10.0.0.5", "00:00:00:00:00:00", f"10.0.0.{k % 6 + 1}") for k in range(600)]
+    burst = [arp(T0 + i * 0.01, 1, mac(6), "10.0.0.6", "00:00:00:00:00:00", f"10.0.1.{i + 1}") for i in range(31)]
+    slow = [arp(T0 + 2 * i, 1, mac(7), "10.0.0.7", "00:00:00:00:00:00", f"10.0.2.{i + 1}") for i in range(200)]
+    for p in (host, burst, slow):
+        assert [f.sid for f in run_batches(ArpWatch(), p, per=64) if f.sid == 2100006] == []
+
+
+# ---------------------------------------------------------------- FTP login failures
+FTP_CLIENT, FTP_SERVER, FTP_CLIENT_MAC = "10.0.0.9", "10.0.0.21", "02:00:00:00:00:09"
+
+
+def ftp_reply(t, text, cport, seq):
+    return t, (Ether(src=mac(21), dst=FTP_CLIENT_MAC) / IP(src=FTP_SERVER, dst=FTP_CLIENT)
+               / TCP(sport=21, dport=cport, flags="PA", seq=seq) / Raw(text))
+
+
+def test_ftp_refused_logins_are_guessing_blocked_by_the_client_s_mac():
+    """Five "530 Login incorrect" from one server to one client within 120 s; a retransmitted one
+    counts once; other replies (220 banner, 331, 230) never count."""
+    p = []
+    for k in range(5):
+        t = T0 + 2.4 * k
+        p += [ftp_reply(t, b"220 ready\r\n", 50000 + k, 1), ftp_reply(t + 0.01, b"331 password?\r\n", 50000 + k, 12),
+              ftp_reply(t + 2.3, b"530 Login incorrect.\r\n", 50000 + k, 30)]
+    p.insert(3, ftp_reply(T0 + 2.31, b"530 Login incorrect.\r\n", 50000, 30))   # retransmitted
+    watch = LoginFailureWatch()
+    [f] = run_batches(watch, p, per=4)
+    assert (f.sid, f.technique, f.mitre, f.category, f.block) == (2100301, "brute_force", "T1110.001", "Theft", True)
+    assert f.src_mac == mac_int(FTP_CLIENT_MAC) and (f.src_ip, f.dest_ip, f.dest_port) == (FTP_CLIENT, FTP_SERVER, 21)
+    assert f.evidence["failed_logins"] == 5 and f.evidence["sessions"] == 5 and watch.counters["repeats"] == 1
+    assert abs(f.ts - (T0 + 4 * 2.4 + 2.3)) < 1e-6
+
+
+def test_ftp_a_few_mistyped_passwords_and_cut_replies_are_no_guessing():
+    four = [ftp_reply(T0 + 30 * k, b"530 Login incorrect.\r\n", 50000 + k, 30) for k in range(4)]
+    spread = [ftp_reply(T0 + 40 * k, b"530 Login incorrect.\r\n", 50000 + k, 30) for k in range(8)]  # 3 per 120 s
+    logged_in = [ftp_reply(T0 + k, b"230 Login successful.\r\n", 50000 + k, 30) for k in range(20)]
+    for p in (four, spread, logged_in):
+        assert run_batches(LoginFailureWatch(), p) == []
+    cut = [(t, bytes(f)[:54 + 1]) for t, f in (ftp_reply(T0 + k, b"530 x\r\n", 50000 + k, 30) for k in range(10))]
+    batch = Batch.from_frames([f for _, f in cut], [t for t, _ in cut])
+    assert LoginFailureWatch()(batch, decode(batch)) == []              # "5" captured, not "530": not read
+
+
 # ---------------------------------------------------------------- MAC flood
 def flood_frames(t0, count, rate, seed=1):
     """macof: TCP SYNs, each from a random MAC and address (packed with struct: scapy is slow)."""
@@ -243,8 +308,12 @@ def test_macof_burst_gives_one_finding_with_counts():
     assert (f.technique, f.sid, f.mitre, f.category, f.subcategory) == ("mac_flood", 2100101, "T1498", "DoS",
                                                                          "MAC_Flood")
     assert f.src_mac == 0 and f.block and f.severity == 1
-    assert f.ts - T0 < 0.5 and f.evidence["new_macs"] == 500 and f.evidence["rate_per_s"] > 1000
-    assert f.evidence["group_bit_sources"] > 100      # random MACs: half carry the multicast bit
+    # random MACs: half carry the group bit, so the fast count (50 within 1 s) is enough
+    assert f.ts - T0 < 0.05 and f.evidence["new_macs"] == 50 and f.evidence["rate_per_s"] > 1000
+    assert f.evidence["group_bit_sources"] >= 50 // 4
+    # the port to guard is named by the burst's first unicast MAC (the one the switch learned first)
+    first_unicast = next(m for m in (source_mac(p) for _, p in packets) if not m >> 40 & 1)
+    assert f.ingress_mac == first_unicast and mac_int(f.evidence["first_macs"][0]) == first_unicast
     # quiet, then a second burst: a second finding; the first burst's totals are kept
     quiet = [(T0 + 30 + i, Ether(src=mac(1)) / IP() / TCP()) for i in range(20)]
     run_batches(watch, quiet)
@@ -264,6 +333,32 @@ def test_hosts_joining_a_lan_are_no_flood():
     watch = MacFloodWatch()
     assert run_batches(watch, p, per=64) == []
     assert watch.known_macs >= 300
+
+
+def test_a_flood_of_unicast_random_macs_needs_the_full_count():
+    """Random MACs with the group bit cleared (a careful flooder): no fast path, the 500-in-10-s
+    count; at 3,000 a second it is still there within 0.2 s."""
+    packets = [(t, f[:6] + bytes([f[6] & 0xFE]) + f[7:]) for t, f in flood_frames(T0, 3000, 3000.0, seed=5)]
+    [f] = run_batches(MacFloodWatch(), packets, per=500)
+    assert f.evidence["new_macs"] == 500 and f.evidence["group_bit_sources"] == 0 and f.ts - T0 < 0.2
+
+
+def test_a_busy_lan_meeting_the_monitor_is_no_fast_flood():
+    """A monitor starting on a LAN of 80 active hosts meets them all within a second: unicast MACs
+    (none with the group bit), so neither count is reached."""
+    p = [(T0 + h / 100, Ether(src=mac(h)) / IP(src=f"10.0.0.{h + 1}") / UDP()) for h in range(80)]
+    assert run_batches(MacFloodWatch(), p, per=16) == []
+
+
+def test_the_flood_s_macs_are_known_as_forged_and_a_host_s_is_not():
+    watch = MacFloodWatch()
+    host = [(T0 - 5, Ether(src=mac(7)) / IP(src="10.0.0.7") / UDP())]
+    flood = flood_frames(T0, 2000, 3000.0, seed=7)
+    run_batches(watch, host + flood, per=250)
+    forged = np.array([source_mac(f) for _, f in flood], dtype=np.uint64)
+    assert watch.flooding and watch.flood_macs(forged).all()
+    assert not watch.flood_macs(np.array([mac_int(mac(7)), 0x020000abcdef], dtype=np.uint64)).any()
+    assert not MacFloodWatch().flood_macs(forged).any()              # no burst seen: nothing is forged
 
 
 def test_mac_table_growth_and_reset_under_a_long_flood():
@@ -509,6 +604,23 @@ def test_fuzz_arp_payloads_never_raise():
     assert c["arp"] > 0
     assert c["requests"] + c["replies"] + c["other_op"] + c["not_ethernet_ipv4"] + c["repeats"] == c["arp"]
     assert c["other_op"] > 0 and total == 20000
+
+
+def test_fuzz_ftp_replies_never_raise():
+    """Random TCP headers (data offsets beyond the frame, below 20) and payloads from port 21, cut
+    anywhere: skipped or read within the frame, never an exception."""
+    rng = np.random.default_rng(21)
+    good = bytes(ftp_reply(T0, b"530 Login incorrect.\r\n", 50000, 30)[1])
+    frames = []
+    for i in range(4000):
+        f = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            f[int(rng.integers(34, len(f)))] = int(rng.integers(0, 256))
+        f[34:36] = b"\x00\x15"                                    # keep the source port 21
+        frames.append(bytes(f[:int(rng.integers(34, len(f) + 1))]))
+    batch = Batch.from_frames(frames, T0 + np.arange(len(frames)) * 1e-3)
+    findings = LoginFailureWatch()(batch, decode(batch))
+    assert all(f.sid == 2100301 for f in findings)
 
 
 def test_fuzz_dns_payloads_never_raise_and_are_counted():
