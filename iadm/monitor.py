@@ -68,11 +68,11 @@ class Labeller:
         if responder_options is not None:
             from iadm.detection.uplink import UplinkWatch
             options = dict(responder_options)
-            from iadm.inspect import ArpWatch, DnsWatch, LoginFailureWatch, MacFloodWatch
+            from iadm.inspect import ArpWatch, DnsWatch, IcmpTunnelWatch, LoginFailureWatch, MacFloodWatch
             uplink = UplinkWatch(known=options.pop("uplink_macs", ()), no_uplink=options.pop("no_uplink", False))
             mac_floods = MacFloodWatch()   # the responder asks it which MACs a flood forged
             responder = Responder(detector=detector, uplink=uplink, mac_floods=mac_floods, **options)
-            inspectors += [uplink, ArpWatch(), mac_floods, DnsWatch(), LoginFailureWatch()]
+            inspectors += [uplink, ArpWatch(), mac_floods, DnsWatch(), LoginFailureWatch(), IcmpTunnelWatch()]
         labeller = cls(detector, responder)
         labeller.inspectors = inspectors
         return labeller

@@ -6,7 +6,7 @@ carrying technique and mitre_technique_id) and the responder decides what to do 
 and how is the responder's business (an ARP spoofer by its MAC, a MAC flood per switch port).
 
 Signature ids: the block 2100000-2199999 is the inspectors' own (21000xx ARP, 21001xx MAC
-floods, 21002xx DNS, 21003xx logins) (rules/ ship 1000000-1999999);
+floods, 21002xx DNS, 21003xx logins, 21004xx ICMP tunnels) (rules/ ship 1000000-1999999);
 one sid per condition, listed in SIDS with its one-line signature.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ MITRE_ARP_SWEEP = "T1018"     # Remote System Discovery: which addresses answer 
 # of Service (T1499), which is about exhausting a host's OS, service or application.
 MITRE_MAC_FLOOD = "T1498"
 MITRE_BRUTE_FORCE = "T1110.001"   # Brute Force: Password Guessing
+# An ICMP tunnel carries its data in a protocol below the application layer
+MITRE_ICMP_TUNNEL = "T1095"   # Non-Application Layer Protocol
 MITRE_DNS = "T1071.004"       # Application Layer Protocol: DNS (data and C2 carried in DNS names)
 # Raw data on UDP port 53 that is not DNS at all uses the port, not the protocol: exfiltration over
 # a channel other than the C2 protocol, Exfiltration Over Alternative Protocol.
@@ -40,6 +42,9 @@ SIDS = {
     2100204: "DNS tunnel: TXT/NULL/MX/CNAME/ANY-heavy queries to unique names under one domain",
     2100205: "DNS tunnel: NULL-type queries",
     2100206: "DNS tunnel: non-DNS payloads on UDP port 53",
+    2100401: "ICMP tunnel: echo replies that do not return their request's data",
+    2100402: "ICMP tunnel: echo messages of many sizes carrying much data",
+    2100403: "ICMP tunnel: a stream of echo replies nobody asked for, to a host that asks",
     2100301: "FTP password guessing: the server refused logins of one client again and again (530)",
 }
 

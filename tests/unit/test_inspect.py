@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from scapy.all import (ARP, DNS, DNSQR, DNSRR, IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrHopByHop, Raw)
+from scapy.all import (ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrHopByHop, Raw)
 
 from iadm.capture.batch import Batch
 from iadm.capture.decode import COUNTERS, decode
-from iadm.inspect import ArpWatch, DnsWatch, LoginFailureWatch, MacFloodWatch, SIDS, warm_up
+from iadm.inspect import ArpWatch, DnsWatch, IcmpTunnelWatch, LoginFailureWatch, MacFloodWatch, SIDS, warm_up
 from iadm.inspect import dnsparse
 from iadm.synth import frame
 
@@ -709,3 +709,127 @@ def test_corpus_benign_quiet_attacks_found_naming_the_attacker_in_time():
     for r in inspected:
         assert r["by_technique"][r["technique"]] > 0 and r["named"], table
         assert r["delay"] is not None and r["delay"] <= 2.0, table
+
+
+# ---------------------------------------------------------------- ICMP tunnels
+LAN_HOST, LAN_MAC, FAR, ROUTER_MAC = "10.0.0.21", mac(21), "198.51.100.7", mac(254)
+
+
+def echo(t, src, dst, smac, dmac, kind, ident, seq, data, v6=False):
+    from scapy.all import ICMP, ICMPv6EchoReply, ICMPv6EchoRequest
+    if v6:
+        msg = (ICMPv6EchoRequest if kind == 8 else ICMPv6EchoReply)(id=ident, seq=seq, data=data)
+        return t, Ether(src=smac, dst=dmac) / IPv6(src=src, dst=dst) / msg
+    return t, Ether(src=smac, dst=dmac) / IP(src=src, dst=dst) / ICMP(type=kind, id=ident, seq=seq) / Raw(data)
+
+
+def pings(t0, count, data_of, v6=False, src=LAN_HOST, dst=FAR, interval=1.0, reply_of=None):
+    """`count` echo requests from src and their replies 20 ms later (reply_of: the far end's data)."""
+    out = []
+    for k in range(count):
+        t = t0 + k * interval
+        data = data_of(k)
+        out.append(echo(t, src, dst, LAN_MAC, ROUTER_MAC, 8, 0x1234, k, data, v6))
+        out.append(echo(t + 0.02, dst, src, ROUTER_MAC, LAN_MAC, 0, 0x1234, k,
+                        data if reply_of is None else reply_of(k), v6))
+    return out
+
+
+def linux_ping(k):   # a timestamp, then the bytes 0x10.. (iputils' 56-byte default)
+    return struct.pack("<QQ", 1_700_000_000 + k, k * 1000)[:16] + bytes(range(0x10, 0x38))
+
+
+def test_pings_of_every_shape_are_no_tunnel():
+    cases = {
+        "linux": pings(T0, 60, linux_ping),
+        "windows": pings(T0, 60, lambda k: b"abcdefghijklmnopqrstuvwabcdefghi"),
+        "large": pings(T0, 60, lambda k: linux_ping(k) + bytes(1344)),          # ping -s 1400
+        "flood": pings(T0, 3000, linux_ping, interval=0.001),
+        "v6": pings(T0, 60, linux_ping, v6=True, src="fd00::21", dst="2001:db8::7"),
+        # the same random data back: a ping whatever the bytes
+        "random": pings(T0, 60, lambda k: random.Random(k).randbytes(random.Random(k).randrange(16, 1400))),
+    }
+    for name, packets in cases.items():
+        watch = IcmpTunnelWatch()
+        found = run_batches(watch, packets, per=200)
+        if name == "random":   # many sizes, much data, both ways: only the weaker, alert-only signal
+            assert {f.sid for f in found} <= {2100402} and not any(f.block for f in found), name
+        else:
+            assert found == [], name
+        assert watch.counters["replies_differ"] == 0, name
+        assert watch.counters["replies_matched"] == len(packets) // 2, name
+
+
+def test_tunnel_whose_replies_carry_the_far_ends_data_blocks_the_lan_client():
+    watch = IcmpTunnelWatch()
+    tunnel = pings(T0, 10, lambda k: random.Random(k).randbytes(200 + 37 * k),
+                   reply_of=lambda k: random.Random(1000 + k).randbytes(100 + 53 * k), interval=0.5)
+    found = run(watch, tunnel)   # one batch: the finding at the reply that completes it, the third
+    first = [f for f in found if f.sid == 2100401]
+    assert len(first) == 1
+    f = first[0]
+    assert (f.technique, f.mitre, f.category, f.block) == ("icmp_tunnel", "T1095", "Theft", True)
+    assert (f.src_ip, f.dest_ip, f.src_mac) == (LAN_HOST, FAR, mac_int(LAN_MAC))
+    assert f.evidence["replies_differing"] == 3 and abs(f.ts - (T0 + 1.0 + 0.02)) < 1e-6   # its third reply
+
+
+def test_tunnel_over_icmpv6_and_a_one_way_channel():
+    v6 = pings(T0, 5, lambda k: bytes([k]) * 300, v6=True, src="fd00::21", dst="2001:db8::7",
+               reply_of=lambda k: bytes([k + 1]) * 300)
+    [f] = run_batches(IcmpTunnelWatch(), v6, per=3)
+    assert (f.sid, f.proto, f.src_ip) == (2100401, "ipv6-icmp", "fd00::21")
+    # requests only (exfiltration, or a mirror that sees one direction): 8 sizes and 20 KB in a minute
+    one_way = [echo(T0 + k, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 7, k, random.Random(k).randbytes(400 + 25 * (k % 10)))
+               for k in range(40)]
+    watch = IcmpTunnelWatch()
+    found = run_batches(watch, one_way, per=5)
+    assert [(f.sid, f.block, f.src_ip) for f in found] == [(2100402, False, LAN_HOST)]
+    assert found[0].evidence["payload_sizes"] >= 8 and found[0].evidence["payload_bytes"] >= 20_000
+
+
+def test_cut_and_unanswered_replies_are_not_judged_and_forged_pairs_are_bounded():
+    # replies captured with a short snap length: 40 bytes of the payload, the request's 1,400 whole
+    cut = []
+    for t, p in pings(T0, 10, lambda k: random.Random(k).randbytes(1400)):
+        raw = bytes(p)
+        cut.append((t, raw[:14 + 20 + 8 + 40] if p[ICMP].type == 0 else raw))
+    watch = IcmpTunnelWatch()
+    assert run_batches(watch, cut) == [] and watch.counters["replies_matched"] == 0
+    # replies nobody asked for are not judged (their requests came before the monitor started)
+    stray = [p for p in pings(T0, 10, lambda k: b"a" * 100, reply_of=lambda k: b"b" * 100) if p[1][ICMP].type == 0]
+    watch = IcmpTunnelWatch()
+    assert run_batches(watch, stray) == [] and watch.counters["replies_unmatched"] == 10
+    # a forged-source flood of large echoes: at most NEW_PER_BATCH new pairs followed per batch
+    flood = [echo(T0 + k * 1e-4, f"10.{k >> 16 & 255}.{k >> 8 & 255}.{k & 255}", LAN_HOST, mac(k), LAN_MAC, 8, k, 0,
+                  bytes(1000)) for k in range(2000)]
+    watch = IcmpTunnelWatch()
+    assert run(watch, flood) == []
+    assert len(watch._sent) == watch.NEW_PER_BATCH and watch.counters["pairs_skipped"] == 2000 - watch.NEW_PER_BATCH
+
+
+def test_ethernet_padding_is_no_part_of_the_echo_data():
+    # a flood of empty echo requests (hping3 style); the replies' frames padded to 60 bytes with
+    # bytes that are not zero: the datagram's own length says where the echo data ends
+    packets = []
+    for k in range(20):
+        t, q = echo(T0 + k * 0.01, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 9, k, b"")
+        t2, r = echo(t + 0.001, FAR, LAN_HOST, ROUTER_MAC, LAN_MAC, 0, 9, k, b"")
+        packets += [(t, bytes(q) + b"\x00" * 18), (t2, bytes(r) + bytes([k + 1]) * 18)]
+    watch = IcmpTunnelWatch()
+    assert run(watch, packets) == []
+    assert watch.counters["replies_matched"] == 20 and watch.counters["replies_differ"] == 0
+
+
+def test_a_stream_of_replies_nobody_asked_for_from_a_host_the_client_asks():
+    # ptunnel-ng's shape: the client polls now and then, the proxy streams replies numbered its own way
+    polls = [echo(T0 + k, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 77, k, bytes(28)) for k in range(3)]
+    stream = [echo(T0 + 0.5 + k * 0.01, FAR, LAN_HOST, ROUTER_MAC, LAN_MAC, 0, 77, 1000 + k,
+                   random.Random(k).randbytes(1024)) for k in range(40)]
+    found = run_batches(IcmpTunnelWatch(), polls + stream, per=7)
+    assert [(f.sid, f.block, f.src_ip, f.dest_ip, f.src_mac) for f in found] == \
+        [(2100403, True, LAN_HOST, FAR, mac_int(LAN_MAC))]
+    assert found[0].evidence == {"replies_unasked": 20, "requests": 1, "window_s": 60.0}
+    assert abs(found[0].ts - (T0 + 0.5 + 19 * 0.01)) < 1e-6           # at the 20th reply
+    # the same stream toward a host that never asked (backscatter of someone else's forged pings;
+    # or the replies to requests from before the monitor started): not a tunnel
+    assert run_batches(IcmpTunnelWatch(), stream, per=7) == []
