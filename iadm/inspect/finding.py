@@ -46,6 +46,9 @@ SIDS = {
     2100402: "ICMP tunnel: echo messages of many sizes carrying much data",
     2100403: "ICMP tunnel: a stream of echo replies nobody asked for, to a host that asks",
     2100301: "FTP password guessing: the server refused logins of one client again and again (530)",
+    2100302: "Refused logins with one password again and again: a client configured wrongly (no guessing)",
+    2100303: "MQTT password guessing: the broker refused one client's CONNECTs again and again",
+    2100304: "HTTP password guessing: 401 to one client again and again, with many passwords",
 }
 
 

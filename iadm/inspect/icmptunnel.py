@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from iadm.capture.batch import LINKTYPE_ETHERNET
-from iadm.inspect._util import Once, frame_ends, ip_text
+from iadm.inspect._util import FNV_BASIS, FNV_PRIME, Once, frame_ends, ip_text, message_keys
 from iadm.inspect.finding import MITRE_ICMP_TUNNEL, SIDS, Finding
 
 ECHO_REQUEST = (8, 128)        # ICMP, ICMPv6
@@ -44,7 +44,6 @@ ECHO_REPLY = (0, 129)
 PREFIX = 64                     # bytes compared when a reply is shorter than its request
 HASHED = 1500                   # bytes of a payload hashed at most
 COUNTERS = ("echo", "replies_matched", "replies_unmatched", "replies_differ", "pairs_skipped")
-_FNV, _PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
 @njit(cache=True, nogil=True)
@@ -78,28 +77,15 @@ def _payloads(buf, l4, ends, v4):
         start = at + 8
         m = end - start
         length[i] = m
-        h = _FNV
+        h = FNV_BASIS
         for j in range(min(m, HASHED)):
-            h = (h ^ np.uint64(buf[start + j])) * _PRIME
+            h = (h ^ np.uint64(buf[start + j])) * FNV_PRIME
             if j == PREFIX - 1:
                 prefix[i] = h
         whole[i] = h
         if m < PREFIX:
             prefix[i] = h
     return seq, length, whole, prefix
-
-
-@njit(cache=True, nogil=True)
-def _keys(a_hi, a_lo, b_hi, b_lo, ident, seq):
-    """One 64-bit key per (from, to, echo id, sequence)."""
-    out = np.empty(len(a_hi), dtype=np.uint64)
-    for i in range(len(a_hi)):
-        h = _FNV
-        for v in (a_hi[i], a_lo[i], b_hi[i], b_lo[i], np.uint64(ident[i]), np.uint64(seq[i])):
-            h = (h ^ v) * _PRIME
-            h ^= h >> np.uint64(29)
-        out[i] = h
-    return out
 
 
 def _requester_mac(batch, d, i: int, is_request: bool) -> int:
@@ -116,7 +102,7 @@ def _pairs(a_hi, a_lo, b_hi, b_lo):
     """The distinct (from, to) pairs of hosts among some messages, as 64-bit keys: (keys, each
     message's pair index, each pair's first and latest message)."""
     zero = np.zeros(len(a_hi), dtype=np.int64)
-    keys = _keys(a_hi, a_lo, b_hi, b_lo, zero, zero)
+    keys = message_keys(a_hi, a_lo, b_hi, b_lo, zero, zero)
     pairs, first, which = np.unique(keys, return_index=True, return_inverse=True)
     which = which.ravel()
     last = np.zeros(len(pairs), dtype=np.int64)
@@ -166,14 +152,14 @@ class IcmpTunnelWatch:
     def _match(self, batch, d, echo, request, seq, length, whole, prefix, out) -> None:
         ident = d.sport[echo].astype(np.int64)
         q, r = echo[request], echo[~request]
-        keys = _keys(d.src_hi[q], d.src_lo[q], d.dst_hi[q], d.dst_lo[q], ident[request], seq[request])
+        keys = message_keys(d.src_hi[q], d.src_lo[q], d.dst_hi[q], d.dst_lo[q], ident[request], seq[request])
         pk, pt, pl, pw, pp = (np.concatenate((old, new)) for old, new in zip(
             self._pending, (keys, d.ts[q], length[request], whole[request], prefix[request])))
         found = judged = differ = np.zeros(len(r), dtype=bool)
         if len(r) and len(pk):
             order = np.argsort(pk, kind="stable")   # the latest of a repeated key last
             sk = pk[order]
-            rkeys = _keys(d.dst_hi[r], d.dst_lo[r], d.src_hi[r], d.src_lo[r], ident[~request], seq[~request])
+            rkeys = message_keys(d.dst_hi[r], d.dst_lo[r], d.src_hi[r], d.src_lo[r], ident[~request], seq[~request])
             at = np.searchsorted(sk, rkeys, side="right") - 1
             found = (at >= 0) & (sk[np.maximum(at, 0)] == rkeys)
             j = order[np.maximum(at, 0)]

@@ -833,3 +833,82 @@ def test_a_stream_of_replies_nobody_asked_for_from_a_host_the_client_asks():
     # the same stream toward a host that never asked (backscatter of someone else's forged pings;
     # or the replies to requests from before the monitor started): not a tunnel
     assert run_batches(IcmpTunnelWatch(), stream, per=7) == []
+
+
+# ---------------------------------------------------------------- refused logins, and the passwords tried
+SERVER_MAC, CLIENT_MAC, LOGIN_SERVER, LOGIN_CLIENT = mac(50), mac(51), "10.0.0.50", "10.0.0.51"
+
+
+def segment(t, to_server, port, cport, payload, seq=1):
+    src, dst = (LOGIN_CLIENT, LOGIN_SERVER) if to_server else (LOGIN_SERVER, LOGIN_CLIENT)
+    smac, dmac = (CLIENT_MAC, SERVER_MAC) if to_server else (SERVER_MAC, CLIENT_MAC)
+    sport, dport = (cport, port) if to_server else (port, cport)
+    return t, Ether(src=smac, dst=dmac) / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA",
+                                                                     seq=seq) / Raw(payload)
+
+
+def mqtt_connect(user: bytes, password: bytes, level=4, client=b"sensor-7") -> bytes:
+    def field(b):
+        return len(b).to_bytes(2, "big") + b
+    props = b"\x05\x11\x00\x00\x00\x3c" if level == 5 else b""   # v5: session expiry interval
+    body = field(b"MQTT") + bytes([level, 0xC2]) + b"\x00\x3c" + props + field(client) + field(user) + field(password)
+    return bytes([0x10, len(body)]) + body
+
+
+def attempts(port, request_of, refusal, count=6, every=2.0, answer=None):
+    """`count` sessions: the client's request, then the server's reply (refusal, or answer(k))."""
+    out = []
+    for k in range(count):
+        t = T0 + k * every
+        out += [segment(t, True, port, 40000 + k, request_of(k)),
+                segment(t + 0.05, False, port, 40000 + k, refusal if answer is None else answer(k), seq=100 + k)]
+    return out
+
+
+def test_ftp_guesser_is_blocked_a_device_with_a_wrong_password_is_only_alerted():
+    guesses = attempts(21, lambda k: b"PASS %d\r\n" % k, b"530 Login incorrect.\r\n")
+    [f] = run_batches(LoginFailureWatch(), guesses, per=3)
+    assert (f.sid, f.block, f.src_ip, f.src_mac) == (2100301, True, LOGIN_CLIENT, mac_int(CLIENT_MAC))
+    assert f.evidence["passwords_tried"] == 5 and f.evidence["failed_logins"] == 5
+    camera = attempts(21, lambda k: b"PASS hunter2\r\n", b"530 Login incorrect.\r\n", count=8)
+    [f] = run(LoginFailureWatch(), camera)
+    assert (f.sid, f.block, f.severity, f.evidence["passwords_tried"]) == (2100302, False, 3, 1)
+
+
+def test_mqtt_broker_refusing_connects_v311_and_v5():
+    for level, refusal in ((4, b"\x20\x02\x00\x05"), (5, b"\x20\x03\x00\x86\x00")):
+        guesses = attempts(1883, lambda k: mqtt_connect(b"admin", b"pw%d" % k, level), refusal)
+        [f] = run_batches(LoginFailureWatch(), guesses, per=5)
+        assert (f.sid, f.block, f.evidence["service"], f.evidence["passwords_tried"]) == (2100303, True, "mqtt", 5)
+        # a sensor reconnecting with its one wrong password: alerted, not blocked
+        sensor = attempts(1883, lambda k: mqtt_connect(b"sensor", b"old-secret", level), refusal)
+        [f] = run(LoginFailureWatch(), sensor)
+        assert (f.sid, f.block) == (2100302, False)
+    accepted = attempts(1883, lambda k: mqtt_connect(b"admin", b"pw%d" % k), b"\x20\x02\x00\x00", count=20)
+    watch = LoginFailureWatch()
+    assert run(watch, accepted) == [] and watch.counters["successes"] == 20
+
+
+def test_http_basic_guessing_but_not_a_digest_challenge_nor_a_401_with_no_password_seen():
+    import base64
+
+    def basic(k):
+        token = base64.b64encode(b"admin:guess%d" % k)
+        return b"GET /cgi-bin/login HTTP/1.1\r\nHost: cam\r\nAuthorization: Basic " + token + b"\r\n\r\n"
+    refusal = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n"
+    [f] = run_batches(LoginFailureWatch(), attempts(80, basic, refusal, count=8), per=4)
+    assert (f.sid, f.block, f.dest_port, f.evidence["passwords_tried"]) == (2100304, True, 80, 5)
+    # a Digest client: every request challenged once (401), then answered (200); 30 requests
+    digest = []
+    for k in range(30):
+        t = T0 + k
+        digest += [segment(t, True, 8080, 41000 + k, b"GET /status HTTP/1.1\r\nHost: hub\r\n\r\n"),
+                   segment(t + 0.01, False, 8080, 41000 + k, b"HTTP/1.1 401 Unauthorized\r\n\r\n", seq=7),
+                   segment(t + 0.02, True, 8080, 41000 + k,
+                           b"GET /status HTTP/1.1\r\nAuthorization: Digest username=\"u\", response=\"%032x\"\r\n\r\n" % k),
+                   segment(t + 0.03, False, 8080, 41000 + k, b"HTTP/1.1 200 OK\r\n\r\n", seq=9)]
+    watch = LoginFailureWatch()
+    assert run_batches(watch, digest, per=6) == [] and watch.counters["refusals"] == 30
+    # 401s whose requests the mirror did not see: no password read, a challenge maybe: nothing
+    replies_only = [p for p in attempts(80, basic, refusal, count=8) if p[1][TCP].sport == 80]
+    assert run(LoginFailureWatch(), replies_only) == []
