@@ -203,9 +203,9 @@ def _load_compiled(model_path: str, card_path: str, card: dict):
                              f"({entry.get('reason', 'no compiled entry')}): it is not this model's; remove it, "
                              f"or re-export (scripts/export_trees.py)")
         return None
-    if entry["file"] != os.path.basename(path) or entry.get("format") != trees.FORMAT or not entry.get("sha256"):
-        raise ModelError(f"{card_path}: its compiled entry ({entry.get('file')!r}, format {entry.get('format')!r}) "
-                         f"is not {os.path.basename(path)!r} in format {trees.FORMAT!r} with a sha256")
+    if entry.get("format") != trees.FORMAT or not entry.get("sha256"):   # (a renamed model keeps its old file name)
+        raise ModelError(f"{card_path}: its compiled entry (format {entry.get('format')!r}) is not format "
+                         f"{trees.FORMAT!r} with a sha256; re-export (scripts/export_trees.py)")
     if not os.path.exists(path):
         raise ModelError(f"{path}: the compiled trees are missing; the card {card_path} records them "
                          f"(sha256 {entry['sha256'][:16]}...); re-export them (scripts/export_trees.py)")
