@@ -7,8 +7,8 @@ a process pays to load and use the model.
 Records: the running records of shared captures (../shared/data/pcaps, as the monitor makes them),
 repeated up to --rows; random records when the captures are absent. Times are the best of
 --repeat calls of predict_proba on all rows (after one call that compiles or warms up); the
-estimator is timed with its own thread count and with one thread. Memory: the peak RSS of a fresh
-process that loads the model one way or the other and predicts 1,000 records.
+estimator is timed with its own thread count and with one thread. Memory: the peak RSS (VmHWM) of a
+fresh process that loads the model one way or the other and predicts 1,000 records.
 """
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ def best(call, repeat: int) -> float:
 
 
 def peak_rss(model: str, compiled: bool) -> tuple[int, list]:
-    code = ("import resource, sys, numpy as np, pandas as pd\n"
+    # VmHWM, the process's own peak (ru_maxrss of a child forked from this process starts at ours)
+    code = ("import sys, numpy as np, pandas as pd\n"
             "from iadm.ml import registry\n"
             f"m = registry.load({model!r}, compiled={compiled})\n"
             "m.predict(pd.DataFrame(np.ones((1000, len(m.features))), columns=m.features))\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(hwm, "
             "sorted({k.split('.')[0] for k in sys.modules} & {'sklearn', 'lightgbm', 'scipy', 'joblib'}))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": ROOT})
