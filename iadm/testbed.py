@@ -240,3 +240,37 @@ class ControllerProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def switch_counters(switch: str = "s1") -> dict:
+    """The verdicts' entries on the switch, read back with ovs-ofctl: per block id, the table-0
+    entry's packets and bytes and, for a rate limit, its meter's packets in and dropped by its band.
+    A drop entry's packets are all dropped; a meter's entry counts what it let through as well."""
+    from iadm.sdn.pipeline import BLOCK_METER_BASE, COOKIE_BLOCK, COOKIE_ID_MASK, COOKIE_KIND_SHIFT
+
+    def ofctl(*args) -> str:
+        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args, switch], capture_output=True, text=True,
+                              check=False).stdout
+    out: dict = {}
+    for line in ofctl("dump-flows").splitlines():
+        fields = dict(part.split("=", 1) for part in line.strip().replace(", ", " ").split(" ")
+                      if "=" in part and part.split("=", 1)[0] in ("cookie", "table", "n_packets", "n_bytes"))
+        if "cookie" not in fields or fields.get("table") != "0":
+            continue
+        cookie = int(fields["cookie"], 16)
+        if cookie >> COOKIE_KIND_SHIFT != COOKIE_BLOCK >> COOKIE_KIND_SHIFT:
+            continue
+        out[cookie & COOKIE_ID_MASK] = {"n_packets": int(fields["n_packets"]), "n_bytes": int(fields["n_bytes"]),
+                                        "drop": "actions=drop" in line or line.rstrip().endswith("actions="),
+                                        "entry": line.strip()}
+    meter = None
+    for line in ofctl("meter-stats").splitlines():
+        words = dict(w.split(":", 1) for w in line.split() if ":" in w)
+        if "meter" in words:
+            meter = int(words["meter"])
+            packets_in = int(words.get("packet_in_count", 0))
+        elif meter is not None and "packet_count" in words and meter >= BLOCK_METER_BASE:
+            block = out.get(meter - BLOCK_METER_BASE)
+            if block is not None:
+                block.update(meter_id=meter, meter_in=packets_in, meter_dropped=int(words["packet_count"]))
+    return out

@@ -40,6 +40,10 @@ from iadm.inspect.finding import format_mac
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
+# A reflection whose answers come from one of these services is dropped by its shape; the others
+# (DNS 53, NTP 123: what LAN hosts ask their own resolvers and time servers) are rate-limited, so
+# the victim's own answers of that shape still get through.
+DROPPED_REFLECTIONS = frozenset(AMPLIFIERS - {53, 123})
 MAX_SOURCES_TRACKED = 65536   # MACs whose public sources are remembered
 
 
@@ -154,7 +158,8 @@ class Responder:
 
     def _shape(self, attacker: str, records, verdicts, mine: np.ndarray, at: float) -> list[dict]:
         """A flood on one victim from many sources (or reflected at it): no source to block, so
-        the verdict is the attack's shape, rate-limited (what is under the rate still passes).
+        the verdict is the attack's shape, rate-limited (what is under the rate still passes), or
+        dropped when it is UDP from a reflector service's port (DROPPED_REFLECTIONS).
         One per victim and finding: a DNS reflection on a host already rate-limited for a SYN
         flood gets its own shape."""
         now = at if self.replaying else self.clock()
@@ -172,9 +177,17 @@ class Responder:
                 row = int(rows[0])
                 reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
                           f"{verdicts['rule_msg'].iat[row]}")
-                verdict = self._request(shape, reason, f"iadm-monitor behaviour sid {int(sid)}",
-                                        str(verdicts["category"].iat[row]), "behaviour", now, action="rate_limit",
-                                        rate_pps=self.shaped_rate_pps)
+                source = f"iadm-monitor behaviour sid {int(sid)}"
+                category = str(verdicts["category"].iat[row])
+                verdict = None
+                if shape.get("ip_proto") == 17 and shape.get("src_port") in DROPPED_REFLECTIONS:
+                    # answers from a reflector service the victim is no client of: dropped
+                    verdict = self._request(shape, f"{reason} (dropped: UDP from reflectors' port "
+                                            f"{shape['src_port']})", source, category, "behaviour", now,
+                                            action="block")
+                if verdict is None or "error" in verdict:   # else (or refused, an allowlisted victim): limited
+                    verdict = self._request(shape, reason, source, category, "behaviour", now,
+                                            action="rate_limit", rate_pps=self.shaped_rate_pps)
                 state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
             elif now - state.last_alert < self.realert_seconds:
                 continue
