@@ -376,8 +376,8 @@ def uplink_blocks(result: RunResult) -> list[dict]:
     bad = []
     for v in seen:
         m = v.get("match") or {}
-        if v.get("action") in ("block", "rate_limit") and (
-                m.get("eth_src") == router or (port is not None and m.get("in_port") == port and set(m) <= {"in_port"})):
+        whole_port = port is not None and m.get("in_port") == port and set(m) <= {"in_port"}
+        if v.get("action") in ("block", "rate_limit") and (m.get("eth_src") == router or whole_port):
             bad.append(v)
     return bad
 

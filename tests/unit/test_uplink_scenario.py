@@ -95,7 +95,8 @@ def test_r1_and_o1_exist_only_with_the_uplink(tmp_path):
     with pytest.raises(ConfigError, match="no device host 'o1'"):
         load(tmp_path, HEAD.replace("uplink = true", ""))
     with pytest.raises(ConfigError, match="o1 and r1 are the Internet side"):
-        load(tmp_path, HEAD + '[[attack]]\nkind = "udp-flood"\nhosts = ["a1"]\ntarget = "o1"\nstart = 1\nduration = 2\n')
+        load(tmp_path, HEAD + '[[attack]]\nkind = "udp-flood"\nhosts = ["a1"]\ntarget = "o1"\n'
+                             'start = 1\nduration = 2\n')
 
 
 def test_the_monitor_knows_the_router_with_the_uplink(tmp_path):
