@@ -1,13 +1,13 @@
 """The README's first command: attacks on the reference topology, detected and blocked live.
 
-Runs scenarios/demo.toml: benign IoT traffic from Host1 and d1 to Host2, then a forged-
-source SYN flood (a1), a UDP flood (a2), a port scan (a3), a data exfiltration (d2 to
-a4), SSH and telnet password guessing (a5, a6 against d1), ARP spoofing of Host2's
-address (a7), a DNS tunnel (d4 to a4), slow HTTP (a8), a ping flood (a9), and two floods
-through the uplink router r1 with outside sources (an SNMP reflection and a forged-
-source SYN flood at Host2's web server) while Host2 keeps serving Host1, d1 and the
-outside client o1. The monitor on the monitor host labels the mirrored flows with the
-rules, the behaviour watchers, the packet inspectors and the model, the controller
+Runs scenarios/demo.toml: benign IoT traffic from Host1 and d1 to Host2, then a
+forged-source SYN flood (a1), a UDP flood (a2), a port scan (a3), a data exfiltration
+(d2 to a4), SSH and telnet password guessing (a5, a6 against d1), ARP spoofing of
+Host2's address (a7), a DNS tunnel (d4 to a4), slow HTTP (a8), a ping flood (a9), and
+two floods through the uplink router r1 with outside sources (an SNMP reflection and a
+forged-source SYN flood at Host2's web server) while Host2 keeps serving Host1, d1 and
+the outside client o1. The monitor on the monitor host labels the mirrored flows with
+the rules, the behaviour watchers, the packet inspectors and the model, the controller
 blocks each attacker at its switch port, and the demo ends with one row per attack (the
 technique its alerts named, the drop rule's MAC and port) and a PNG timeline, then the
 mitigation table: which kind (shape drop or rate limit for the uplink floods, MAC block
