@@ -56,6 +56,8 @@ class _Attacker:
     block: dict = field(default_factory=dict)
     sids: dict = field(default_factory=dict)         # signature id -> time of its last alert line
     evidence: deque = field(default_factory=deque)   # (time, records, attack records, rule-flagged)
+    shapes: dict = field(default_factory=dict)       # a victim's: shape (sorted items) -> held until
+    shape_checked: float = 0.0                       # when its flood's shape was last worked out
 
     def weigh(self, now: float, horizon: float, total: int, attacks: int, by_rule: int) -> tuple[int, int, int]:
         self.evidence.append((now, total, attacks, by_rule))
@@ -171,8 +173,16 @@ class Responder:
             state.unreported += len(rows)
             seen, _, _ = state.weigh(now, self.evidence_seconds, len(rows), len(rows), len(rows))
             verdict = None
-            ready = now >= state.held_until and seen >= self.min_records and self.client is not None
+            # While one shape of this victim and finding stands, a flood of another shape (the same
+            # finding on another port or protocol) gets its own verdict: the shape is worked out
+            # again at most once a second, and only a shape not already held is sent.
+            ready = ((now >= state.held_until or now >= state.shape_checked + 1.0)
+                     and seen >= self.min_records and self.client is not None)
             shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if ready else None
+            if shape:
+                state.shape_checked = now
+                if now < state.shapes.get(tuple(sorted(shape.items())), 0.0):
+                    shape = None
             if shape:
                 row = int(rows[0])
                 reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
@@ -188,7 +198,9 @@ class Responder:
                 if verdict is None or "error" in verdict:   # else (or refused, an allowlisted victim): limited
                     verdict = self._request(shape, reason, source, category, "behaviour", now,
                                             action="rate_limit", rate_pps=self.shaped_rate_pps)
-                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                held = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                state.shapes[tuple(sorted(shape.items()))] = held
+                state.held_until = max(state.held_until, held) if "block_id" in verdict else held
             elif now - state.last_alert < self.realert_seconds:
                 continue
             events.append(self._alert(attacker, state, records, verdicts, rows, rows[:1], now, verdict))

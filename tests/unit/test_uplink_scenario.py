@@ -198,3 +198,32 @@ def test_a_reflection_is_dropped_by_its_shape_or_limited(tmp_path, sport, refuse
     assert [v["action"] for v in shaped[:len(actions)]] == actions
     assert all((v["dst_ip"], v["ip_proto"], v.get("src_port")) == ("10.0.0.2", 17, sport) for v in shaped)
     assert not any("src_mac" in v or "src_ip" in v for v in controller.verdicts)   # no source, no router
+
+
+def test_a_second_flood_of_another_shape_at_the_same_victim_gets_its_own_verdict(tmp_path):
+    """A forged SYN flood at Host2's port 22, then one at its port 80 (the same finding, another
+    shape): two rate limits; the first flood again while its limit stands: nothing new."""
+    from iadm.capture.batch import Batch
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.detection.uplink import UplinkWatch
+    from iadm.flows.pipeline import FeaturePipeline
+    from iadm.synth import frame
+
+    def flood(t, port, n=1500):
+        return [(t + i / 5000, frame(f"198.18.{i // 250}.{i % 250 + 1}", "10.0.0.2", 6, 1024 + i, port, 0x02,
+                                     smac=host_mac("r1"))) for i in range(n)]
+    packets = flood(T0, 22) + flood(T0 + 5, 80) + flood(T0 + 10, 22)
+    pipe = FeaturePipeline(status_interval=0.1)
+    detector = Detector(RuleEngine([]), behaviour=BehaviourWatch())
+    controller = ShapeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True,
+                          uplink=UplinkWatch(known=[host_mac("r1")]))
+    for lo in range(0, len(packets), 500):   # batches as the live capture hands them over
+        part = packets[lo:lo + 500]
+        for f in pipe.push(Batch.from_frames([p for _, p in part], [t for t, _ in part])):
+            if len(f):
+                f = f.reset_index(drop=True)
+                responder(f, detector(f))
+    shaped = [(v["action"], v["ip_proto"], v.get("dst_port")) for v in controller.verdicts if "dst_ip" in v]
+    assert shaped == [("rate_limit", 6, 22), ("rate_limit", 6, 80)], shaped
+    assert not any("src_mac" in v for v in controller.verdicts)
