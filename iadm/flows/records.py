@@ -25,7 +25,7 @@ WINDOW_COLUMNS = [
     "Pkts_P_State_P_Protocol_P_SrcIP",
 ]
 LABEL_COLUMNS = ["attack", "category", "subcategory"]
-EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer", "gateway"]
+EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer", "owd", "gateway"]
 RECORD_COLUMNS = BASE_COLUMNS + WINDOW_COLUMNS
 CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 
@@ -237,6 +237,9 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
         "synack": of[:, t.O_SYNACK], "ackdat": of[:, t.O_ACKDAT],
         # UDP: the source's first packet to the destination's first answer (DNS, NTP, CoAP, ...)
         "answer": of[:, t.O_ANSWER],
+        # a sensor's one-way delay from its own send-time stamps, above its least one lately
+        # (iadm.flows.owd): the record's stamped source packets; empty where none
+        "owd": of[:, t.O_OWD],
     }, copy=False)   # fresh arrays: no copy into consolidated blocks
     if running:
         frame["new_pkts"] = oi[:, t.O_SPKTS] + oi[:, t.O_DPKTS]
