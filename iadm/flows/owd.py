@@ -63,15 +63,18 @@ def _stamp_at(buf, start, end):
 
 
 @njit(cache=True, nogil=True)
-def find_stamps(buf, l4, proto, frame_end, whole):
-    """Each packet's send-time stamp in microseconds, or -1 (no stamp, not TCP/UDP)."""
+def find_stamps(buf, l4, proto, frame, offsets, caplen, wirelen):
+    """Each decoded packet's send-time stamp in microseconds, or -1 (no stamp, not TCP/UDP), and
+    how many were found. frame[i]: packet i's frame in the batch (offsets, caplen, wirelen)."""
     n = len(l4)
     out = np.full(n, _NONE, dtype=np.int64)
+    found = 0
     for i in range(n):
         p, at = proto[i], np.int64(l4[i])
-        if at < 0:
+        if at < 0 or (p != 6 and p != 17):
             continue
-        end = frame_end[i]
+        f = frame[i]
+        end = offsets[f] + caplen[f]
         if p == 17:
             if at + 8 > end:
                 continue
@@ -79,13 +82,15 @@ def find_stamps(buf, l4, proto, frame_end, whole):
             if ulen < 8:
                 continue
             out[i] = _stamp_at(buf, at + 8, min(end, at + ulen))
-        elif p == 6 and whole[i]:
+        elif caplen[f] >= wirelen[f]:      # TCP: the payload ends with the frame, if captured whole
             if at + 20 > end:
                 continue
             start = at + (np.int64(buf[at + 12]) >> 4) * 4
             if start < end:
                 out[i] = _stamp_at(buf, start, end)
-    return out
+        if out[i] >= 0:
+            found += 1
+    return out, found
 
 
 @njit(cache=True, nogil=True)
@@ -121,9 +126,14 @@ def _delays(rows, device, ts, stamp, bucket_id, bucket_min, latest, width_us, ou
 
 class OwdReader:
     """`reader(batch, decoded) -> owd per decoded packet` (seconds, NaN where no stamp), keeping
-    each device's offset estimate across batches (module doc). At most `max_devices` devices are
-    remembered; when a new one finds the table full, every estimate starts afresh (counted in
-    `stats["resets"]`): a device's next packets read 0 until its window fills again."""
+    each device's offset estimate across batches (module doc). A batch without stamps gives a
+    zero-length array (the flow table reads it as "none"). At most `max_devices` devices are
+    remembered (the table starts small and doubles); when a new one finds it full, every estimate
+    starts afresh (counted in `stats["resets"]`): a device's next packets read 0 until its window
+    fills again."""
+
+    INITIAL = 64
+    _NOTHING = np.zeros(0)
 
     def __init__(self, window: float = 300.0, buckets: int = 10, max_devices: int = 1 << 14):
         if window <= 0 or buckets < 1 or max_devices < 1:
@@ -134,7 +144,7 @@ class OwdReader:
         self._clear()
 
     def _clear(self) -> None:
-        c = self.max_devices
+        c = self.capacity = min(self.INITIAL, self.max_devices)
         self.index = SlotIndex(c, 2)
         self.free = np.arange(c - 1, -1, -1, dtype=np.int64)
         self.nfree = c
@@ -142,26 +152,52 @@ class OwdReader:
         self.bucket_min = np.zeros((c, self.buckets), dtype=np.int64)
         self.latest = np.full(c, np.iinfo(np.int64).min, dtype=np.int64)
 
-    def __call__(self, batch, decoded) -> np.ndarray:
-        n = len(decoded)
-        out = np.full(n, np.nan)
-        if n == 0:
+    def _widen(self, wanted: int) -> None:
+        old = self.capacity
+        new = min(self.max_devices, max(2 * old, 1 << max(wanted - 1, 1).bit_length()))
+
+        def wider(array, fill):
+            out = np.full((new,) + array.shape[1:], fill, dtype=array.dtype)
+            out[:old] = array
             return out
-        frame = decoded.frame
-        offsets, caplen = batch.offsets[frame], batch.caplen[frame]
-        stamps = find_stamps(batch.buf, decoded.l4, decoded.proto, offsets + caplen, caplen >= batch.wirelen[frame])
-        rows = np.flatnonzero(stamps >= 0)
-        if not len(rows):
-            return out
-        keys = np.empty((len(rows), 2), dtype=np.uint64)
-        keys[:, 0], keys[:, 1] = decoded.src_hi[rows], decoded.src_lo[rows]
-        device, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
-        if (device < 0).any():     # full: start afresh (documented above)
+
+        low = np.iinfo(np.int64).min
+        self.bucket_id, self.bucket_min, self.latest = (wider(self.bucket_id, low), wider(self.bucket_min, 0),
+                                                        wider(self.latest, low))
+        free = np.empty(new, dtype=np.int64)
+        free[:new - old] = np.arange(new - 1, old - 1, -1)
+        free[new - old:new - old + self.nfree] = self.free[:self.nfree]
+        self.free, self.nfree = free, self.nfree + new - old
+        self.index.grow(new)
+        self.capacity = new
+
+    def _devices(self, keys: np.ndarray) -> np.ndarray:
+        device, _, self.nfree = self.index.insert(keys, self.free, self.nfree)
+        missing = np.flatnonzero(device < 0)
+        if len(missing) and self.capacity < self.max_devices:
+            self._widen(len(self.index) + len(missing))
+            device[missing], _, self.nfree = self.index.insert(keys[missing], self.free, self.nfree)
+            missing = missing[device[missing] < 0]
+        if len(missing):     # full: start afresh (documented above)
             self.stats["resets"] += 1
             self._clear()
-            device, first, self.nfree = self.index.insert(keys, self.free, self.nfree)
+            device, _, self.nfree = self.index.insert(keys, self.free, self.nfree)
+        return device
+
+    def __call__(self, batch, decoded) -> np.ndarray:
+        if len(decoded) == 0:
+            return self._NOTHING
+        stamps, found = find_stamps(batch.buf, decoded.l4, decoded.proto, decoded.frame, batch.offsets,
+                                    batch.caplen, batch.wirelen)
+        if not found:
+            return self._NOTHING
+        rows = np.flatnonzero(stamps >= 0)
+        keys = np.empty((len(rows), 2), dtype=np.uint64)
+        keys[:, 0], keys[:, 1] = decoded.src_hi[rows], decoded.src_lo[rows]
+        device = self._devices(keys)
         self.stats["stamped"] += len(rows)
         self.stats["devices"] = len(self.index)
+        out = np.full(len(decoded), np.nan)
         _delays(rows, device, decoded.ts, stamps, self.bucket_id, self.bucket_min, self.latest, self.width_us, out)
         return out
 

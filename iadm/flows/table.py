@@ -54,8 +54,9 @@ NSF = 19
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
  M_SBYTES, M_DBYTES, M_NREC, GEN, DIR, SMAC, PROTO, SPORT, DPORT, ICMP_T, ICMP_C, FRESH, EXPIRED,
- M_STATE, F_SYN, F_NREC, F_SA) = range(27)
-NSI = 27
+ M_STATE, F_SYN, F_NREC, F_SA, F_DSEEN) = range(28)
+NSI = 28
+# F_DSEEN: which of the flow's delays (bit 0 synack, bit 1 answer) a record has already carried
 # F_SA: a TCP flow life that began with a SYN-ACK (Argus takes its sender for the source until
 # the connection shows otherwise): pending, turned round, or settled by a RST.
 SA_NONE, SA_PENDING, SA_TURNED, SA_SETTLED = 0, 1, 2, 3
@@ -67,8 +68,8 @@ O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK
 NOF = 12
 (O_SLOT, O_FINAL, O_DIR, O_SMAC, O_SPKTS, O_DPKTS, O_SBYTES, O_DBYTES, O_STATE, O_SFLAGS, O_DFLAGS,
  O_MSPKTS, O_MDPKTS, O_MSBYTES, O_MDBYTES, O_MNREC, O_MSTATE, O_PROTO, O_SPORT, O_DPORT, O_FSFLAGS,
- O_FDFLAGS) = range(22)
-NOI = 22
+ O_FDFLAGS, O_NEWDELAY) = range(23)
+NOI = 23
 
 # Queue state: [head, tail] of the deadline ring and of the silence ring, and how many slots
 # the pass listed in `gone` (flow records that ended on their timeout).
@@ -76,6 +77,7 @@ Q_HEAD, Q_TAIL, X_HEAD, X_TAIL, Q_GONE = range(5)
 
 TH_SYN, TH_RST, TH_ACK = 0x02, 0x04, 0x10
 INF = np.inf
+_NO_OWD = np.zeros(0)   # a batch without sensor stamps
 
 
 @njit(cache=True, nogil=True)
@@ -130,6 +132,7 @@ def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
     SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN and not flags & TH_ACK else 0
     SI[s, F_SA] = SA_PENDING if proto == 6 and flags & TH_SYN and flags & TH_ACK else SA_NONE
     SI[s, F_NREC] = 0
+    SI[s, F_DSEEN] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -248,6 +251,15 @@ def _close_record(SI, SF, OF, OI, n, s):
         SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, R_SBYTES], SI[s, R_DBYTES]
     OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = state, SI[s, R_SFLAGS], SI[s, R_DFLAGS]
     OF[n, O_OWD] = owd     # this status record's stamped source packets (running rows too)
+    # the delays this record is the first to carry (a running record's new_delay): a detector that
+    # measures each flow's handshake once needs no flow state
+    new = 0
+    if OF[n, O_SYNACK] == OF[n, O_SYNACK] and not SI[s, F_DSEEN] & 1:
+        new |= 1
+    if OF[n, O_ANSWER] == OF[n, O_ANSWER] and not SI[s, F_DSEEN] & 2:
+        new |= 2
+    SI[s, F_DSEEN] |= new
+    OI[n, O_NEWDELAY] = new
     SF[s, R_START], SF[s, R_LAST], SF[s, R_SFIRST] = INF, -INF, INF
     SF[s, R_OWDSUM] = SF[s, R_OWDN] = 0.0
     SI[s, R_SPKTS] = SI[s, R_DPKTS] = SI[s, R_SBYTES] = SI[s, R_DBYTES] = SI[s, R_SFLAGS] = SI[s, R_DFLAGS] = 0
@@ -261,6 +273,7 @@ def _final_row(SI, SF, OF, OI, n, s):
     OI[n, O_SPKTS] = OI[n, O_DPKTS] = OI[n, O_SBYTES] = OI[n, O_DBYTES] = 0
     OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = SI[s, M_STATE], 0, 0
     OF[n, O_OWD] = SF[s, M_OWDSUM] / SF[s, M_OWDN] if SF[s, M_OWDN] > 0 else np.nan   # the whole flow's
+    OI[n, O_NEWDELAY] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -354,7 +367,7 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
             # The latest source-direction sender: a host that reuses a flow key someone
             # else opened (forged sources repeat) answers for what it sends now.
             SI[s, SMAC] = macs[i]
-            if owd[i] == owd[i]:   # a sensor's send-time stamp (iadm.flows.owd)
+            if len(owd) and owd[i] == owd[i]:   # a sensor's send-time stamp (iadm.flows.owd; empty: none)
                 SF[s, R_OWDSUM] += owd[i]
                 SF[s, R_OWDN] += 1.0
         else:
@@ -526,7 +539,7 @@ class FlowTable:
             sl = slice(lo, hi)
             args = (p.ts[sl], slot, self._swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], p.proto[sl],
                     p.sport[sl], p.dport[sl], p.icmp_type[sl], p.icmp_code[sl],
-                    p.owd[sl] if p.owd is not None else np.full(hi - lo, np.nan))
+                    p.owd[sl] if p.owd is not None and len(p.owd) else _NO_OWD)
             self._empty = tuple(a[:0] for a in args)   # same types for a quiet pass: no second compile
             clock = clock[sl]
             start, end = 0, hi - lo

@@ -128,3 +128,29 @@ def test_a_capture_without_stamps_leaves_owd_empty_not_zero():
     assert pipe.stats()["owd_stamped"] == 0
     off, _ = _records([(T0, coap(SENSOR, 1))], owd_window=0)   # reading switched off: empty too
     assert off.owd.isna().all()
+
+
+def test_a_running_record_says_which_delays_it_is_the_first_to_carry():
+    """new_delay: bit 0 on the first running record of a flow that carries synack (here the second:
+    the SYN-ACK came late), bit 1 likewise for answer; later records of the flow carry none."""
+    syn = E / IP(src=SENSOR, dst=BROKER) / TCP(sport=40001, dport=80, flags="S")
+    synack = E / IP(src=BROKER, dst=SENSOR) / TCP(sport=80, dport=40001, flags="SA")
+    ack = E / IP(src=SENSOR, dst=BROKER) / TCP(sport=40001, dport=80, flags="A")
+    ask = E / IP(src=SENSOR, dst=BROKER) / UDP(sport=5000, dport=53)
+    reply = E / IP(src=BROKER, dst=SENSOR) / UDP(sport=53, dport=5000)
+    trace = [(T0, syn), (T0 + 0.01, ask), (T0 + 0.02, reply), (T0 + 1.5, synack), (T0 + 1.51, ack),
+             (T0 + 3.0, ack), (T0 + 3.1, ask)]
+    recs, _ = _records(trace, kind="running", status_interval=1.0)
+    tcp = recs[recs.dport == 80]
+    udp = recs[recs.dport == 53]
+    assert tcp.new_delay.tolist() == [0, 1, 0] and tcp.synack.isna().tolist() == [True, False, False]
+    assert udp.new_delay.tolist() == [2, 0]
+
+
+def test_the_device_table_grows_then_starts_afresh_when_full():
+    trace = [(T0 + k * 0.01, coap(f"10.0.{k // 200}.{k % 200 + 1}", int(T0 * 1e6) + k)) for k in range(150)]
+    owd, reader = per_packet(trace, max_devices=200)
+    assert reader.stats == {"stamped": 150, "devices": 150, "resets": 0} and reader.capacity == 200
+    assert (owd == 0).all()    # each device's first stamp is its own baseline
+    _, full = per_packet(trace, max_devices=100)
+    assert full.stats["resets"] == 1
