@@ -98,7 +98,7 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
                          "about_destination": about_destination & attack, **delay})
 
 
-DELAY_COLUMNS = ("delay_device", "delay_measurement", "delay_value", "delay_z")
+DELAY_COLUMNS = ("delay_device", "delay_measurement", "delay_value", "delay_z", "delay_excess")
 
 
 def _source_name(code: int) -> str:

@@ -885,7 +885,8 @@ class ZScoreDetector:
         """Per record: zscore_attack (any measurement anomalous), zscore_max |z|, zscore_measurement;
         with the delay store, also its devices' delays (DeviceDelay): a record whose device's delay is
         anomalous is flagged, with delay_device (the device), delay_measurement (synack, answer or
-        owd), delay_value (its delay, seconds) and delay_z; zscore_max is the larger |z| of the two
+        owd), delay_value (its delay, seconds), delay_z and delay_excess (seconds above the device's
+        mean); zscore_max is the larger |z| of the two
         stores, and zscore_measurement names the delay where the flow key's own are normal."""
         n = len(records)
         if n == 0:
@@ -1166,7 +1167,7 @@ DELAYS = ("synack", "answer", "owd")
 def _no_delay(n: int) -> dict:
     """The delay columns of n records without a delay anomaly."""
     return {"delay_device": np.full(n, "", dtype=object), "delay_measurement": np.full(n, "", dtype=object),
-            "delay_value": np.full(n, np.nan), "delay_z": np.full(n, np.nan)}
+            "delay_value": np.full(n, np.nan), "delay_z": np.full(n, np.nan), "delay_excess": np.full(n, np.nan)}
 
 
 class DeviceDelay(ZScoreDetector):
@@ -1235,20 +1236,22 @@ class DeviceDelay(ZScoreDetector):
                                                     self.dirty, float(self.min_count), self.tolerance)
             if flags.any():
                 self._record_anomalies(slots, ts, x, z, flags)
+            hit = np.flatnonzero(flags)
+            before = self._mean[slots[hit]]          # the devices' means the batch was judged against
             _fold_batch(slots, x, skip, self._n, self._mean, self._m2, self._total, self._local)
         n = len(records)
         out = {**_no_delay(n), "best": np.zeros(n)}
         np.maximum.at(out["best"], record, best)
-        hit = np.flatnonzero(flags)
         if len(hit):
             bits = (flags[hit, None] >> np.arange(len(DELAYS), dtype=np.uint8)) & 1
             strength = np.where(bits == 1, np.abs(z[hit]), -1.0)
             j = np.argmax(strength, axis=1)
             order = np.argsort(strength[np.arange(len(hit)), j], kind="stable")   # the strongest last: it wins
-            rows, j = hit[order], j[order]
+            rows, j, before = hit[order], j[order], before[order]
             at = record[rows]
             out["delay_device"][at] = device.to_numpy(dtype=object)[rows]
             out["delay_measurement"][at] = np.array(DELAYS, dtype=object)[j]
             out["delay_value"][at] = x[rows, j]
             out["delay_z"][at] = z[rows, j]
+            out["delay_excess"][at] = x[rows, j] - before[np.arange(len(rows)), j]
         return out

@@ -120,7 +120,20 @@ def test_a_delay_anomaly_reaches_the_verdict_and_an_alert_only_finding():
                                                                                 "delay_anomaly")
     assert finding.evidence["measurement"] == "owd" and finding.evidence["seconds"] == 0.06
     assert finding.evidence["z"] == pytest.approx((0.060 - 0.011) / STD, abs=1e-3)
+    assert finding.evidence["above_mean"] == pytest.approx(0.049) and verdicts.delay_excess[0] == pytest.approx(0.049)
     json.dumps(finding.as_dict())
+    assert delay_findings(last, verdicts, excess=0.050) == []     # a jump smaller than that: no alert line
+
+
+def test_a_tiny_jump_many_deviations_off_is_an_anomaly_but_no_alert_line():
+    det = ZScoreDetector(min_count=10)
+    frame = records(11, synack=[0.00010, 0.00011] * 5 + [0.0010])   # 0.1 ms -> 1 ms: z ~ 170
+    out = one_by_one(det, frame)
+    assert out.zscore_attack.iloc[-1] == 1 and out.delay_z.iloc[-1] > 100
+    rules = pd.DataFrame({"attack": [0], "category": ["Normal"], "subcategory": ["Normal"], "sid": [0],
+                          "msg": [""], "action": [""]})
+    assert delay_findings(frame.iloc[[10]].reset_index(drop=True), fuse(rules, None, zscore=out.iloc[[10]]
+                                                                        .reset_index(drop=True))) == []
 
 
 def test_a_record_alert_carries_its_device_delay():
