@@ -17,12 +17,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from iadm.capture.batch import Batch  # noqa: E402
-from iadm.capture.decode import decode  # noqa: E402
-from iadm.capture.pcapfile import read_pcap  # noqa: E402
-from iadm.flows.owd import OwdReader, stamp  # noqa: E402
-from iadm.flows.pipeline import FeaturePipeline  # noqa: E402
-from iadm.synth import frame  # noqa: E402
+from iadm.capture.batch import Batch
+from iadm.capture.decode import decode
+from iadm.capture.pcapfile import read_pcap
+from iadm.flows.owd import OwdReader, stamp
+from iadm.flows.pipeline import FeaturePipeline
+from iadm.synth import frame
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "pcaps")
 
@@ -71,8 +71,8 @@ def pipeline_cost(path: str) -> None:
     run(300.0), run(0)
     times = {w: [] for w in (300.0, 0)}
     for _ in range(5):
-        for w in times:
-            times[w].append(_time(lambda: run(w)))
+        for w, spent in times.items():
+            spent.append(_time(lambda w=w: run(w)))
     on, off = min(times[300.0]), min(times[0])
     print(f"{os.path.basename(path)}: {packets:,} packets, pipeline {off * 1e3:.1f} ms without the reader, "
           f"{on * 1e3:.1f} ms with it: x{on / off:.3f} ({(on - off) / packets * 1e9:+.1f} ns/packet)")

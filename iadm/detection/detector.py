@@ -114,7 +114,7 @@ DELAY_ALERT_EXCESS = 0.005   # seconds above the device's mean delay before an a
 
 def delay_findings(records: pd.DataFrame, verdicts: pd.DataFrame, excess: float = DELAY_ALERT_EXCESS) -> list:
     """The devices whose delay the Z-score's delay store found out of its history in these records
-    (verdicts' delay_* columns), one alert-only finding each (sid 2100301): the strongest |z| per
+    (verdicts' delay_* columns), one alert-only finding each (sid 2100501): the strongest |z| per
     device and measurement, among anomalies at least `excess` seconds above the device's mean (a LAN
     device answering in 0.2 ms instead of 0.1 ms is many deviations off and of no consequence). The
     device is the one slowed down, not an actor: never a block, and the alert names it as the
@@ -139,7 +139,7 @@ def delay_findings(records: pd.DataFrame, verdicts: pd.DataFrame, excess: float 
     out = []
     for (dev, measurement), k in best.items():
         out.append(Finding(ts=float(ts[k]), technique="delay_anomaly", mitre="", category="DoS", subcategory="Delay",
-                           sid=2100301, signature=f"{SIDS[2100301]}: {dev} {measurement} {value[k] * 1000:.1f} ms",
+                           sid=2100501, signature=f"{SIDS[2100501]}: {dev} {measurement} {value[k] * 1000:.1f} ms",
                            dest_ip=str(dev), evidence={"measurement": str(measurement),
                                                       "seconds": round(float(value[k]), 6),
                                                       "above_mean": round(float(excess_of[k]), 6),

@@ -36,7 +36,7 @@ SIDS = {
     2100204: "DNS tunnel: TXT/NULL/MX/CNAME/ANY-heavy queries to unique names under one domain",
     2100205: "DNS tunnel: NULL-type queries",
     2100206: "DNS tunnel: non-DNS payloads on UDP port 53",
-    2100301: "Delay: a device's delay out of its own history (z-score)",
+    2100501: "Delay: a device's delay out of its own history (z-score)",
 }
 
 

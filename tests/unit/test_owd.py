@@ -31,7 +31,7 @@ def trace_of(device, offset_us, delays_us, make, start=T0, step=1.0):
     delays_us[k] after it was sent: [(arrival, packet)]."""
     out = []
     for k, delay in enumerate(delays_us):
-        arrival_us = int(round((start + k * step) * 1e6))
+        arrival_us = round((start + k * step) * 1e6)
         out.append((arrival_us / 1e6, make(device, arrival_us - delay + offset_us)))
     return out
 

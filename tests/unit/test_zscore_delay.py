@@ -116,7 +116,7 @@ def test_a_delay_anomaly_reaches_the_verdict_and_an_alert_only_finding():
     assert verdicts.source[0] == "zscore" and not verdicts.attack[0]         # the z-score alone abstains
     assert (verdicts.delay_device[0], verdicts.delay_measurement[0]) == (SENSOR, "owd")
     [finding] = delay_findings(last, verdicts)
-    assert (finding.sid, finding.dest_ip, finding.block, finding.technique) == (2100301, SENSOR, False,
+    assert (finding.sid, finding.dest_ip, finding.block, finding.technique) == (2100501, SENSOR, False,
                                                                                 "delay_anomaly")
     assert finding.evidence["measurement"] == "owd" and finding.evidence["seconds"] == 0.06
     assert finding.evidence["z"] == pytest.approx((0.060 - 0.011) / STD, abs=1e-3)
