@@ -162,6 +162,25 @@ def test_a_scan_spread_over_more_than_a_minute_is_not_one():
     assert b.SCAN_TCP not in sids(BehaviourWatch()(records(slow)))
 
 
+def udp_probes(ports, step=0.05, answered=False, src="10.0.0.9", dst="10.0.0.2"):
+    out = []
+    for i, port in enumerate(ports):
+        out.append((T0 + i * step, frame(src, dst, 17, 50000 + i, port)))
+        if answered:
+            out.append((T0 + i * step + 0.001, frame(dst, src, 17, port, 50000 + i, smac="00:00:00:00:00:02")))
+    return out
+
+
+def test_a_udp_scan_s_first_burst_is_a_scan_and_a_host_s_few_udp_services_are_not():
+    # nmap -sU: a dozen or more silent probes at once, then a wait for the ICMP rate limit
+    labels = BehaviourWatch()(records(udp_probes([7, 53, 67, 69, 123, 137, 138, 161, 500, 514, 520, 1900, 4500])))
+    flagged = labels[labels.sid == b.SCAN_UDP]
+    assert len(flagged) == 2 and "within 2 s, none answered" in flagged.msg.iloc[0]   # the 12th and 13th
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1011)))))          # 11 ports
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), answered=True))))
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), step=0.2))))  # 3 s
+
+
 def test_a_telnet_sweep_of_many_hosts_is_password_guessing():
     sweep = []
     for i in range(25):
