@@ -431,6 +431,9 @@ class Responder:
             "records": state.unreported,
             "first_seen": float(R["stime"][mine].min()),
         }
+        delayed = _delay_of(V, row)
+        if delayed:   # a device's delay out of its history (the Z-score's per-device delay store)
+            event["delay"] = delayed
         if verdict is not None:
             event["verdict"] = verdict
             state.block = verdict
@@ -532,6 +535,23 @@ def _signature(verdicts, row: int, sid: int, model_name: str) -> str:
     if "model" in verdicts["source"][row]:
         return f"model {model_name}: {verdicts['model_label'][row]} (score {verdicts['model_score'][row]:.2f})"
     return f"z-score anomaly in {verdicts['subcategory'][row]}: |z| = {verdicts['zscore'][row]:.1f}"
+
+
+def _delay_of(verdicts, row: int) -> dict | None:
+    """The record's device-delay anomaly (ZScoreDetector's delay store), for the alert: the device,
+    which delay (synack, answer, owd), its value in seconds and its z; None when it has none."""
+    if "delay_device" not in verdicts:
+        return None
+    device = verdicts["delay_device"][row]
+    if not isinstance(device, str) or not device:
+        return None
+    return {"device": device, "measurement": str(verdicts["delay_measurement"][row]),
+            "seconds": _seconds(verdicts["delay_value"][row]), "z": _finite(verdicts["delay_z"][row])}
+
+
+def _seconds(value):
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
 
 
 def _finite(value):
