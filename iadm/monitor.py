@@ -7,6 +7,7 @@ import time
 
 from iadm.capture.batch import CaptureError
 from iadm.capture.pcapfile import read_pcap
+from iadm.detection.detector import delay_findings
 from iadm.flows.output import RecordWriter
 from iadm.flows.pipeline import FeaturePipeline
 from iadm.progress import ProgressBar
@@ -68,10 +69,11 @@ class Labeller:
         if responder_options is not None:
             from iadm.detection.uplink import UplinkWatch
             options = dict(responder_options)
-            from iadm.inspect import ArpWatch, DnsWatch, MacFloodWatch
+            from iadm.inspect import ArpWatch, DnsWatch, IcmpTunnelWatch, LoginFailureWatch, MacFloodWatch
             uplink = UplinkWatch(known=options.pop("uplink_macs", ()), no_uplink=options.pop("no_uplink", False))
-            responder = Responder(detector=detector, uplink=uplink, **options)
-            inspectors += [uplink, ArpWatch(), MacFloodWatch(), DnsWatch()]
+            mac_floods = MacFloodWatch()   # the responder asks it which MACs a flood forged
+            responder = Responder(detector=detector, uplink=uplink, mac_floods=mac_floods, **options)
+            inspectors += [uplink, ArpWatch(), mac_floods, DnsWatch(), LoginFailureWatch(), IcmpTunnelWatch()]
         labeller = cls(detector, responder)
         labeller.inspectors = inspectors
         return labeller
@@ -87,6 +89,9 @@ class Labeller:
         self.attacks += int(verdicts["attack"].sum())
         if self.responder is not None:
             self.responder(frame, verdicts)
+            slowed = delay_findings(frame, verdicts)   # a device's delay out of its history: alert only
+            if slowed:
+                self.responder.findings(slowed)
         for observe in self.observers:
             observe(frame, verdicts)
         return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"],
@@ -171,14 +176,17 @@ def watch(source, records_path: str | None = None, duration: float | None = None
     try:
         for batch in batches:
             # A quiet link still closes the status records that came due (by the wall clock).
-            for frame in (pipe.push(batch) if batch is not None else pipe.advance(time.time())):
-                frame = _labelled(frame, labeller)
-                if writer:
-                    writer.write(frame)
+            frames = pipe.push(batch) if batch is not None else pipe.advance(time.time())
+            # The inspectors' findings first: they are about packets of this batch, and its records
+            # come a status interval after those packets live (a replayed batch spans far more)
             if pipe.findings:
                 if labeller is not None:
                     labeller.findings(pipe.findings)
                 pipe.findings = []
+            for frame in frames:
+                frame = _labelled(frame, labeller)
+                if writer:
+                    writer.write(frame)
             now = time.monotonic()
             if now - last_status >= status_every:
                 stats = pipe.stats() | (live.stats() if live else {}) | extra()

@@ -15,10 +15,11 @@ The category is right when an alert about the attack names one of the manifest's
 time to detection is to the first such alert (a real capture carries background noise: a scanner
 passing by during a flood is alerted too, under its own category).
 
-A host is "blocked" when the responder asks the controller to block it: on a benign capture every
-such verdict is a benign host blocked; on an attack capture, a verdict whose target is not one of
-the attackers is (an attack arriving through the uplink carries the upstream router's MAC: a block
-of that MAC would cut the gateway off, so it counts as a benign host blocked).
+A host is "blocked" when the responder asks the controller to block it (drop, rate limit, or guard
+the port it enters at): on a benign capture every such verdict is a benign host blocked; on an
+attack capture, a verdict whose target is not one of the attackers is (an attack arriving through
+the uplink carries the upstream router's MAC: a block of that MAC would cut the gateway off, so it
+counts as a benign host blocked). A guard names one MAC the flood sent: the port it entered at.
 
 Exit status: 1 when a benign host would be blocked, 2 (with --strict) when another target is missed.
 The manifest format is ../shared/data/corpus.toml's (read its header); any manifest of that format runs.
@@ -186,7 +187,9 @@ def judge(entry, stats, tally, verdicts, events, took) -> dict:
                 else verdict["src_ip"] in entry["attackers"]
         return True   # a verdict shaped on the attack (destination, protocol, port), not on a host
 
-    blocks = [v for v in verdicts if v.get("action", "block") in ("block", "rate_limit")]
+    # a mitigation: a drop, a rate limit, or a port guard (a MAC flood's ingress port stops
+    # learning and drops the sources it has not learned: the verdict names one MAC the flood sent)
+    blocks = [v for v in verdicts if v.get("action", "block") in ("block", "rate_limit", "guard")]
     wrong = [v for v in blocks if not attacker_target(v)]
     # an alert is the responder's line about a rule's, a model's or an inspector's verdict; the
     # Z-score's opinion alone is an anomaly note (logged, never blocked on), counted apart

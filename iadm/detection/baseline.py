@@ -1,13 +1,14 @@
 """Site adaptation: what this gateway's own devices do every day, learned, then no longer alerted.
 
 An entry is (signature id, source, destination, destination port): a device that polls its
-server with many short connections every day draws rule 1000008 from one source to one server
-port, and nothing else. Entries are learned from the alerts of a learning period (the first
-`learn_seconds` of the monitor's capture time, live or replayed: the site is taken to be clean
-then, and nothing learned is acted upon) or from captures of the site (`iadm baseline learn`),
-and kept in a JSON file the operator can read and edit. After that, a record an entry covers is
-no attack (its source says "baseline"), so it neither alerts nor blocks; anything else from the
-same device still does: a new signature, a new destination, a new port.
+server with bursts of short connections every day draws one signature (the HTTP-flood watcher's,
+say) from one source to one server port, and nothing else. Entries are learned from the alerts
+of a learning period (the first `learn_seconds` of the monitor's capture time, live or replayed:
+the site is taken to be clean then, and nothing learned is acted upon) or from captures of the
+site (`iadm baseline learn`), and kept in a JSON file the operator can read and edit. After that,
+a record an entry covers is no attack (its source says "baseline"), so it neither alerts nor
+blocks; anything else from the same device still does: a new signature, a new destination, a
+new port.
 """
 from __future__ import annotations
 

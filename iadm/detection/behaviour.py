@@ -3,7 +3,8 @@
 Each watcher counts distinct things (ports, hosts, connections) per key over a time window of
 capture time, the way Snort's portscan and Zeek's scan policy do, with state kept across batches:
 - port_scan: one source probing >= 20 ports of one host within 60 s (payload-free TCP probes or
-  unanswered UDP datagrams), kind from the probes' flags (syn, connect, null, fin, xmas, udp);
+  unanswered UDP datagrams), or >= 12 UDP ports within 2 s none of which answered, kind from the
+  probes' flags (syn, connect, null, fin, xmas, udp);
   a sweep of >= 20 hosts on one port within 60 s (on telnet/SSH ports: Mirai-style guessing);
 - floods from one source: >= 100 new one-way flows to one host within 1 s, or one flow sending
   faster than a protocol's benign ceiling (ICMP 100/s, a SYN-only flow 100/s, one-way UDP 2,000/s);
@@ -14,7 +15,15 @@ capture time, the way Snort's portscan and Zeek's scan policy do, with state kep
   sending unsolicited answers (SYN-ACKs, DNS responses) to one host within 1 s, or >= 10 amplifiers
   (DNS, NTP, SNMP, ...) within 60 s, or >= 30 unsolicited SYN-ACKs within 60 s;
 - brute_force: many short connections from one source to one authentication service of a host
-  (>= 10 within 60 s, or >= 30 within 600 s);
+  (>= 10 within 60 s, or >= 30 within 600 s); or >= 5 ended login-shaped sessions within 120 s
+  on a service whose short sessions are logins (ssh, telnet, rdp, vnc: answered, a few KB each
+  way, over within 30 s), the count of Emerging Threats' "Potential SSH Scan" and fail2ban's
+  maxretry; a guesser that waits out the server's failure delay (one session every 6-8 s)
+  needs minutes to reach 10 in a minute;
+- http_flood: >= 100 short answered connections from one source to one web port of a host ended
+  within 1 s (connections, not records: a record comes every status interval of every open flow),
+  with >= 10 of them open at once (a flood's workers run in parallel; a client runs one or two),
+  or >= 500 within 1 s;
 - slow_http: >= 50 connections held open at once by one source on one web port of a host.
 A record is flagged when it is part of what crossed the threshold; its label carries the
 technique and the ATT&CK id, with the numbers in its message.
@@ -44,6 +53,14 @@ from numba.extending import intrinsic
 
 AUTH_SERVICES = {21: "ftp", 22: "ssh", 23: "telnet", 2323: "telnet", 3389: "rdp", 5900: "vnc", 1883: "mqtt",
                  110: "pop3", 143: "imap", 389: "ldap", 3306: "mysql", 5432: "postgresql"}
+# Services where a short session is a login attempt and nothing else: an interactive shell or
+# desktop lasts. Left out: MQTT (a sensor may connect, publish and leave every few seconds), mail
+# (clients poll), databases and LDAP (applications connect per query), FTP (a camera uploads a
+# snapshot per session; iadm/inspect/logins.py reads the server's "530 Not logged in" instead).
+LOGIN_SERVICES = (22, 23, 2323, 3389, 5900)
+LOGIN_MAX_BYTES = 10_000   # each way: a key exchange and a few prompts, no file and no screen of output
+LOGIN_MAX_SECONDS = 30.0
+HTTP_FLOOD_SECONDS = 10.0
 WEB_PORTS = (80, 443, 8000, 8008, 8080, 8443)
 # UDP services that answer a small request with a large one: reflection amplifiers
 AMPLIFIERS = {19, 53, 111, 123, 137, 161, 389, 1900, 3702, 5353, 11211, 47808, 500}
@@ -539,6 +556,8 @@ REFLECTION = 2000013
 FORGED_SOURCES = 2000014
 BRUTE_FORCE = 2000020
 BRUTE_FORCE_SLOW = 2000021
+BRUTE_FORCE_LOGINS = 2000022
+HTTP_FLOOD = 2000015
 SLOW_HTTP = 2000030
 
 
@@ -549,16 +568,25 @@ class BehaviourWatch:
     Arrow text, numbers and flags as they are); a Finding's text is made from the columns of the
     first flagged row of each key (in row order), once per key per batch."""
 
+    MAX_GUESSERS = 65536   # keys whose login count stands, remembered at once
+
     def __init__(self, scan_ports: int = 20, scan_hosts: int = 20, scan_seconds: float = 60.0,
+                 fast_udp_ports: int = 12, fast_udp_seconds: float = 2.0,
                  flood_flows: int = 100, flood_seconds: float = 1.0, flood_sources: int = 50,
                  slow_flood_sources: int = 20, slow_flood_seconds: float = 60.0, slow_reflectors: int = 10, brute_sessions: int = 10,
                  brute_seconds: float = 60.0, brute_slow_sessions: int = 30, brute_slow_seconds: float = 600.0,
-                 slow_http_connections: int = 50, slow_http_seconds: float = 120.0):
+                 login_sessions: int = 5, login_seconds: float = 120.0, http_connections: int = 100,
+                 http_seconds: float = 1.0, http_parallel: int = 10, slow_http_connections: int = 50,
+                 slow_http_seconds: float = 120.0):
         self.scan_ports, self.scan_hosts = scan_ports, scan_hosts
         self.flood_flows, self.flood_sources, self.slow_flood_sources = flood_flows, flood_sources, slow_flood_sources
         self.brute_sessions, self.brute_slow_sessions = brute_sessions, brute_slow_sessions
         self.slow_http_connections = slow_http_connections
+        self.login_sessions = login_sessions
+        self.http_connections, self.http_parallel = http_connections, http_parallel
         self.ports = Distinct(scan_seconds)
+        self.fast_udp_ports = fast_udp_ports
+        self.udp_ports = Distinct(fast_udp_seconds)
         self.hosts = Distinct(scan_seconds)
         self.flows = Distinct(flood_seconds)
         self.sources = Distinct(flood_seconds)
@@ -570,9 +598,12 @@ class BehaviourWatch:
         self.slow_reflectors = slow_reflectors
         self.sessions = Distinct(brute_seconds)
         self.slow_sessions = Distinct(brute_slow_seconds)
+        self.logins = Distinct(login_seconds)
+        self.guessing: dict[int, tuple] = {}   # key hash -> (since, until, count) of its standing login count
+        self.connections = Distinct(http_seconds)
         self.open = Distinct(slow_http_seconds)
         self.sids = {SCAN_TCP, SCAN_UDP, SWEEP, FLOOD_FLOWS, FLOOD_FLOW_RATE, FLOOD_SOURCES, REFLECTION,
-                     FORGED_SOURCES, BRUTE_FORCE, BRUTE_FORCE_SLOW, SLOW_HTTP}
+                     FORGED_SOURCES, BRUTE_FORCE, BRUTE_FORCE_SLOW, BRUTE_FORCE_LOGINS, HTTP_FLOOD, SLOW_HTTP}
 
     def __call__(self, records: pd.DataFrame) -> pd.DataFrame:
         n = len(records)
@@ -584,6 +615,7 @@ class BehaviourWatch:
             self._floods(c, found, findings)
             self._brute_force(c, found, findings)
             self._slow_http(c, found, findings)
+            self._http_flood(c, found, findings)
         return _labels(found, findings)
 
     @staticmethod
@@ -621,6 +653,19 @@ class BehaviourWatch:
                                f"{proto} port scan ({kind}): {counts[i]} ports of {c.text('daddr', i)} probed by "
                                f"{c.text('saddr', i)} within {self.ports.window:.0f} s")
             self._mark(found, findings, mask & probe & (counts >= self.scan_ports), keys, scan)
+        # A UDP scan's first burst: nmap sends a dozen or more probes at once, then waits out the
+        # target's ICMP rate limit (one port unreachable a second on Linux), so 20 ports take it
+        # 10 s. No application sends unanswered datagrams to a dozen ports of one host in 2 s: a
+        # host's UDP services are few (DNS, NTP, SNMP, syslog, CoAP), discovery goes to multicast.
+        silent_udp = probe_udp & (c.dpkts == 0)
+        if silent_udp.any():
+            fast = self.udp_ports.count(keys, _ints(c.dport), c.ltime, silent_udp, c.order("ltime"), c.never)
+
+            def burst(i):
+                return Finding(SCAN_UDP, "Reconnaissance", "Service_Scan", "port_scan", "T1046",
+                               f"UDP port scan (udp): {fast[i]} ports of {c.text('daddr', i)} probed by "
+                               f"{c.text('saddr', i)} within {self.udp_ports.window:g} s, none answered")
+            self._mark(found, findings, silent_udp & (fast >= self.fast_udp_ports), keys, burst)
         keys = _combine(_combine(c.saddr_h, c.proto_h), _ints(c.dport))
         counts = self.hosts.count(keys, c.daddr_h, c.ltime, probe, c.order("ltime"), c.never)
 
@@ -743,6 +788,75 @@ class BehaviourWatch:
                            f"{AUTH_SERVICES[port]} password guessing: {n} connections from {c.text('saddr', i)} to "
                            f"{c.text('daddr', i)}:{port} within {window:.0f} s")
         self._mark(found, findings, quick | (auth & (slow >= self.brute_slow_sessions)), keys, guessing)
+        self._logins(c, found, findings, auth, keys)
+
+    def _logins(self, c, found, findings, auth, keys) -> None:
+        """Ended login-shaped sessions on a login-only service, counted at their end (a session
+        is known short only once it is over). Once a key has crossed, its later records are
+        flagged while the count stands (one window after the crossing), so the guesser's next
+        session is evidence from its first record on: the responder weighs records, and a slow
+        guesser's session makes only a handful."""
+        login = auth & _among(c.dport, _LOGIN_PORTS)
+        if not login.any():
+            return
+        # the whole session in the record (its SYN: not the tail of a flow that went idle), the client
+        # spoke and the server answered, small and short
+        ended = (login & c.closed & ((c.sflags & _TH_SYN) != 0) & (c.spkts >= 3) & (c.dpkts >= 2)
+                 & (c.sbytes <= LOGIN_MAX_BYTES) & (c.dbytes <= LOGIN_MAX_BYTES)
+                 & (c.ltime - c.stime <= LOGIN_MAX_SECONDS))
+        counts = self.logins.count(keys, _ints(c.sport), c.ltime, ended, c.order("ltime"), c.never)
+        crossed = ended & (counts >= self.login_sessions)
+        for i in np.flatnonzero(crossed).tolist():   # (since, until, count) of the key's standing count
+            key, t = int(keys[i]), float(c.ltime[i])
+            since = min(self.guessing[key][0], t) if key in self.guessing else t
+            self.guessing[key] = (since, t + self.logins.window, int(counts[i]))
+        if not self.guessing:
+            return
+        now = float(c.ltime.max())
+        for key in [k for k, (_, until, _) in self.guessing.items() if until < now]:
+            del self.guessing[key]
+        while len(self.guessing) > self.MAX_GUESSERS:   # bounded: the oldest crossing goes first
+            del self.guessing[min(self.guessing, key=lambda k: self.guessing[k][1])]
+        standing = crossed.copy()
+        count = np.where(crossed, counts, 0)
+        if self.guessing:
+            held = np.sort(np.fromiter(self.guessing, dtype=np.uint64, count=len(self.guessing)))
+            since, until, seen = (np.array([self.guessing[int(k)][j] for k in held]) for j in range(3))
+            slot = np.minimum(np.searchsorted(held, keys), len(held) - 1)
+            # a record after the crossing (a replayed frame holds the records before it too)
+            later = login & (held[slot] == keys) & (c.ltime >= since[slot]) & (c.ltime <= until[slot])
+            count = np.where(crossed, counts, seen[slot])
+            standing |= later
+        self._mark(found, findings, standing, keys, lambda i: Finding(
+            BRUTE_FORCE_LOGINS, "Theft", "BruteForce", "brute_force", "T1110",
+            f"{AUTH_SERVICES[int(c.dport[i])]} password guessing: {int(count[i])} short login sessions from "
+            f"{c.text('saddr', i)} to {c.text('daddr', i)}:{int(c.dport[i])} ended within "
+            f"{self.logins.window:.0f} s"))
+
+    # -- HTTP floods -----------------------------------------------------------------------------
+    def _http_flood(self, c, found, findings) -> None:
+        """Answered web connections from one source to one port of a host, counted as they end:
+        a polling client or a browser completes a handful a second with one server (HTTP/1.1:
+        six at a time); a flood hundreds. Per connection (source port), not per record: a record
+        comes every status interval of every open flow. Only short ones (over within
+        HTTP_FLOOD_SECONDS): connections held open are slow HTTP's, even when they time out together."""
+        web = (c.tcp & _among(c.dport, _WEB_PORTS) & (c.dpkts >= 1) & c.closed & ~c.multicast
+               & (c.ltime - c.stime <= HTTP_FLOOD_SECONDS))
+        if not web.any():
+            return
+        keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
+        counts = self.connections.count(keys, _ints(c.sport), c.ltime, web, c.order("ltime"), c.never)
+        # and many at once: a flood runs workers in parallel, or the server falls behind and they
+        # pile up; one client, even a script looping on a LAN, runs one or two at a time, a browser
+        # at most six per host name. How many are open at once is the rate times how long each
+        # lasts (Little's law), taken at each connection's end. Five times the rate needs no more.
+        parallel = counts / self.connections.window * (c.ltime - c.stime)
+        flood = (counts >= 5 * self.http_connections) | ((counts >= self.http_connections)
+                                                          & (parallel >= self.http_parallel))
+        self._mark(found, findings, web & flood, keys, lambda i: Finding(
+            HTTP_FLOOD, "DoS", "HTTP", "http_flood", "T1499.002",
+            f"HTTP flood: {counts[i]} connections from {c.text('saddr', i)} to {c.text('daddr', i)}:"
+            f"{int(c.dport[i])} completed within {self.connections.window:g} s"))
 
     # -- slow HTTP -------------------------------------------------------------------------------
     def _slow_http(self, c, found, findings) -> None:
@@ -867,7 +981,8 @@ def _port_set(ports) -> np.ndarray:
     return table
 
 
-_AUTH_PORTS, _WEB_PORTS, _SLOW_AMPLIFIER_PORTS = (_port_set(p) for p in (AUTH_SERVICES, WEB_PORTS, SLOW_AMPLIFIERS))
+_AUTH_PORTS, _WEB_PORTS, _SLOW_AMPLIFIER_PORTS, _LOGIN_PORTS = (
+    _port_set(p) for p in (AUTH_SERVICES, WEB_PORTS, SLOW_AMPLIFIERS, LOGIN_SERVICES))
 
 
 def _among(ports: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -21,6 +21,11 @@ thousands of attack records a second:
   counted and summarised in one alert line every `realert_seconds`.
 - A refused verdict (allowlisted target) or an unreachable controller is
   logged with the reason and retried no sooner than `realert_seconds`.
+- A MAC flood (a new random source MAC per frame) has no one MAC to block: the
+  verdict guards the port it enters at (`guard`, named by one MAC the flood
+  sent: the controller knows where it came in), and the flood is one alert
+  line with its counts; the records of its forged MACs are folded into it
+  instead of making a line each (see iadm/detection/macflood.py).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import pandas as pd
 from iadm.alerts.log import eve_timestamp
 from iadm.columns import objects
 from iadm.detection.behaviour import AMPLIFIERS
+from iadm.detection.macflood import MacFloodFold
 from iadm.flows.records import mac_text
 from iadm.inspect.finding import format_mac
 
@@ -72,7 +78,7 @@ class Responder:
                  model_min_records: int = 10, evidence_seconds: float = 2.0, min_share: float = 0.5,
                  realert_seconds: float = 10.0, detector=None, clock=time.time,
                  replay: bool = False, model_block_score: float = 0.9, uplink=None, shaped_rate_pps: int = 1000,
-                 gateway_id: str = ""):
+                 gateway_id: str = "", mac_floods=None):
         self.client = client
         self.alert_log = alert_log
         self.block_seconds = block_seconds
@@ -97,6 +103,7 @@ class Responder:
         self._column_cache: dict = {}
         self.attackers: dict[str, _Attacker] = {}
         self.counts = {"attack_records": 0, "verdicts_sent": 0, "verdicts_refused": 0, "alerts": 0}
+        self.fold = MacFloodFold(mac_floods)   # a MAC flood's forged MACs: one line per flood
         self.verdicts_by: dict[tuple, int] = {}   # (source, category) -> verdicts sent, for the metrics
 
     def __call__(self, records: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
@@ -107,6 +114,7 @@ class Responder:
         self._column_cache = {}
         self.replay_now = max(self.replay_now, float(records["ltime"].max()))
         self.counts["attack_records"] += int(attack.sum())
+        events: list[dict] = []
         said = _voters(verdicts["source"])
         by_rule = attack & (said("rule") | said("behaviour"))
         # The model's word alone never blocks: it acts only when confident and confirmed by the
@@ -124,6 +132,12 @@ class Responder:
         window_sids = self._window_sids()
         certain = acting & (said("behaviour") | (
             ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
+        folded = self.fold.forged(records, attack)
+        if folded.any():   # records of a MAC flood's forged MACs: counted on the flood's line
+            events += self._folded(int(folded.sum()))
+            attack = attack & ~folded
+            if not attack.any():
+                return events
         attacker_ids = _attacker_ids(records)
         if "about_destination" in verdicts:   # a DDoS finding is about its victim: its line names no source
             about = verdicts["about_destination"].to_numpy(dtype=bool)
@@ -140,7 +154,6 @@ class Responder:
         # each attacker's rows by one sort (a MAC flood brings thousands of attackers a batch)
         order = np.argsort(who, kind="stable")
         starts = np.concatenate(([0], np.cumsum(totals)[:-1]))
-        events = []
         for k in np.flatnonzero(np.bincount(who[attack], minlength=len(ids))):
             rows = order[starts[k]:starts[k] + totals[k]]
             mine = rows[attack[rows]]
@@ -233,24 +246,47 @@ class Responder:
         events = []
         for f in found:
             mac = format_mac(f.src_mac) if f.src_mac else ""
+            port_of = format_mac(f.ingress_mac) if f.ingress_mac else ""
             attacker = mac or f.src_ip or f"{f.technique}:{f.dest_ip}"
             now = f.ts if self.replaying else self.clock()
             self.replay_now = max(self.replay_now, f.ts)
             state = self.attackers.setdefault(attacker, _Attacker())
             state.unreported += 1
+            if port_of:
+                self.fold.found(f, attacker)
             if now - state.sids.get(f.sid, -np.inf) < self.realert_seconds:
                 continue
             verdict = None
-            if f.block and mac and now >= state.held_until and not self.shared(mac) and self.client is not None:
-                verdict = self._request(mac, f"{f.category}/{f.subcategory}: {f.signature}",
-                                        f"iadm-monitor inspector sid {f.sid}", f.category, "inspector", now)
-                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+            reason = f"{f.category}/{f.subcategory}: {f.signature}"
+            if f.block and now >= state.held_until and self.client is not None:
+                if mac and not self.shared(mac):
+                    verdict = self._request(mac, reason, f"iadm-monitor inspector sid {f.sid}", f.category,
+                                            "inspector", now)
+                elif port_of and not mac and not self.shared(port_of):
+                    # no one source (a MAC flood forges one per frame): the port it enters at is
+                    # guarded, named by a MAC it sent there (the controller knows the port)
+                    verdict = self._request(port_of, reason, f"iadm-monitor inspector sid {f.sid}", f.category,
+                                            "inspector", now, action="guard")
+                if verdict is not None:
+                    state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
             events.append(self._finding_alert(f, mac, state, now, verdict))
         return events
 
+    def _folded(self, records: int) -> list[dict]:
+        """A MAC flood's forged-MAC records: counted on the flood's state; its line again (with
+        the count) once per realert period while the flood goes on."""
+        finding, attacker = self.fold.latest
+        state = self.attackers.setdefault(attacker, _Attacker())
+        state.unreported += records
+        self.counts["folded_records"] = self.counts.get("folded_records", 0) + records
+        now = self.replay_now if self.replaying else self.clock()
+        if finding is None or now - state.last_alert < self.realert_seconds:
+            return []
+        return [self._finding_alert(finding, "", state, now, None)]
+
     def _finding_alert(self, f, mac: str, state, now: float, verdict) -> dict:
         standing = verdict if verdict is not None else (state.block if now < state.held_until else {})
-        blocked = standing.get("action") == "block" and bool(standing.get("installed_on"))
+        blocked = standing.get("action") in ("block", "guard") and bool(standing.get("installed_on"))
         meta = {"technique": [f.technique], "mitre_technique_id": [f.mitre]}
         event = {
             "timestamp": eve_timestamp(now), "event_type": "alert", "host": self.gateway_id or None, "flow_id": None,
@@ -261,6 +297,11 @@ class Responder:
             "verdict_source": "inspector", "subcategory": f.subcategory, "evidence": f.evidence,
             "records": state.unreported, "first_seen": f.ts,
         }
+        if f.ingress_mac and not f.src_mac:   # what is done about a flood with no one source, and why
+            event["mitigation"] = (
+                f"port guard at the port where {format_mac(f.ingress_mac)} (one of the flood's MACs) entered: "
+                "learning stops there and frames from sources not learned there are dropped; the hosts "
+                "learned there keep working. No one MAC to block: the flood forges one per frame.")
         if verdict is not None:
             event["verdict"] = verdict
             state.block = verdict
@@ -346,8 +387,8 @@ class Responder:
 
     def blocks_active(self) -> int:
         now = self.clock()
-        return sum(1 for a in self.attackers.values() if a.held_until > now and a.block.get("action") == "block"
-                   and a.block.get("installed_on"))
+        return sum(1 for a in self.attackers.values() if a.held_until > now
+                   and a.block.get("action") in ("block", "guard") and a.block.get("installed_on"))
 
     def _send(self, attacker: str, records, verdicts, rows, now: float) -> dict:
         row = rows[0]
@@ -415,6 +456,9 @@ class Responder:
             "records": state.unreported,
             "first_seen": float(R["stime"][mine].min()),
         }
+        delayed = _delay_of(V, row)
+        if delayed:   # a device's delay out of its history (the Z-score's per-device delay store)
+            event["delay"] = delayed
         if verdict is not None:
             event["verdict"] = verdict
             state.block = verdict
@@ -516,6 +560,23 @@ def _signature(verdicts, row: int, sid: int, model_name: str) -> str:
     if "model" in verdicts["source"][row]:
         return f"model {model_name}: {verdicts['model_label'][row]} (score {verdicts['model_score'][row]:.2f})"
     return f"z-score anomaly in {verdicts['subcategory'][row]}: |z| = {verdicts['zscore'][row]:.1f}"
+
+
+def _delay_of(verdicts, row: int) -> dict | None:
+    """The record's device-delay anomaly (ZScoreDetector's delay store), for the alert: the device,
+    which delay (synack, answer, owd), its value in seconds and its z; None when it has none."""
+    if "delay_device" not in verdicts:
+        return None
+    device = verdicts["delay_device"][row]
+    if not isinstance(device, str) or not device:
+        return None
+    return {"device": device, "measurement": str(verdicts["delay_measurement"][row]),
+            "seconds": _seconds(verdicts["delay_value"][row]), "z": _finite(verdicts["delay_z"][row])}
+
+
+def _seconds(value):
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
 
 
 def _finite(value):

@@ -7,9 +7,11 @@ Decoded.l4 and keep their own small state across batches (docs/inspectors.md).
 from iadm.inspect.arp import ArpWatch
 from iadm.inspect.dns import DnsWatch
 from iadm.inspect.finding import SIDS, Finding
+from iadm.inspect.icmptunnel import IcmpTunnelWatch
+from iadm.inspect.logins import LoginFailureWatch
 from iadm.inspect.macs import MacFloodWatch
 
-__all__ = ["ArpWatch", "DnsWatch", "Finding", "MacFloodWatch", "SIDS", "warm_up"]
+__all__ = ["ArpWatch", "DnsWatch", "Finding", "IcmpTunnelWatch", "LoginFailureWatch", "MacFloodWatch", "SIDS", "warm_up"]
 
 
 def warm_up() -> float:
@@ -34,6 +36,6 @@ def warm_up() -> float:
     # a read-only buffer (bytes) and a writable one (the live ring's) are two types to numba
     for buffered in (batch, dataclasses.replace(batch, buf=batch.buf.copy())):
         decoded = decode(buffered)
-        for watcher in (ArpWatch(), MacFloodWatch(), DnsWatch()):
+        for watcher in (ArpWatch(), MacFloodWatch(), DnsWatch(), LoginFailureWatch(), IcmpTunnelWatch()):
             watcher(buffered, decoded)
     return time.monotonic() - start

@@ -5,8 +5,10 @@ import ipaddress
 from collections import OrderedDict
 
 import numpy as np
+from numba import njit
 
 _MAPPED = 0x0000FFFF00000000
+FNV_BASIS, FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)   # FNV-1a, 64-bit
 
 
 def frame_ends(batch, at: np.ndarray) -> np.ndarray:
@@ -30,6 +32,20 @@ def frame_ends(batch, at: np.ndarray) -> np.ndarray:
         j = np.clip(np.searchsorted(so, at, side="right") - 1, 0, len(so) - 1)
         return np.where((so[j] <= at) & (at < so[j] + sc[j]), so[j] + sc[j], at)   # not found: no bytes
     return offsets[i] + caplen[i]
+
+
+@njit(cache=True, nogil=True)
+def message_keys(a_hi, a_lo, b_hi, b_lo, x, y):
+    """One 64-bit key per (from, to, x, y): two addresses (as Decoded's words) and two numbers
+    (an echo id and sequence, a service port, or zeros for the pair alone)."""
+    out = np.empty(len(a_hi), dtype=np.uint64)
+    for i in range(len(a_hi)):
+        h = FNV_BASIS
+        for v in (a_hi[i], a_lo[i], b_hi[i], b_lo[i], np.uint64(x[i]), np.uint64(y[i])):
+            h = (h ^ v) * FNV_PRIME
+            h ^= h >> np.uint64(29)
+        out[i] = h
+    return out
 
 
 def ip_text(hi: int, lo: int) -> str:

@@ -29,6 +29,10 @@ spoofer, never the address's owner):
           claimed it unsolicited (an address conflict, or a spoofer that only races replies or
           forges announcements): the newer claimant is named; block only when the address is a
           gateway's and the newer claimant announced it (gratuitous ARP for the router).
+  2100006 an ARP sweep: one MAC asks for `sweep_count` or more distinct addresses within
+          `sweep_window` s (32 in 10 s; arp-scan and nmap -sn ask for a /24 in a second or two; a
+          host asks for its gateway and the few peers it talks to). Host discovery, often the
+          first step of spoofing, but also what inventory apps and routers do: an alert, no block.
 Not findings: gratuitous announcements of an address nobody else holds, probes, a router
 answering (solicited or not) for an address it announced or answered for itself, a host asking
 often, an address that moves to a new MAC after its old owner went quiet (DHCP reassignment).
@@ -41,7 +45,7 @@ import numpy as np
 
 from iadm.capture.decode import PROTO_ARP
 from iadm.inspect._util import Once, ipv4_text, ipv4_value
-from iadm.inspect.finding import MITRE_ARP, SIDS, Finding, format_mac
+from iadm.inspect.finding import MITRE_ARP, MITRE_ARP_SWEEP, SIDS, Finding, format_mac
 
 REQUEST, ANNOUNCE, SOLICITED, UNSOLICITED = "request", "announcement", "solicited", "unsolicited"
 COUNTERS = ("arp", "requests", "replies", "announcements", "probes", "solicited", "unsolicited", "not_ethernet_ipv4",
@@ -70,7 +74,7 @@ class ArpWatch:
 
     def __init__(self, gateways=(), request_window: float = 3.0, active: float = 300.0, multi_count: int = 2,
                  multi_window: float = 60.0, gateway_min_askers: int = 2, learn_gateway: bool = True,
-                 repeat: float = 60.0, forget: float = 3600.0):
+                 repeat: float = 60.0, forget: float = 3600.0, sweep_count: int = 32, sweep_window: float = 10.0):
         self.gateways = {ipv4_value(g) for g in gateways}
         self.request_window = request_window
         self.active = active
@@ -79,6 +83,8 @@ class ArpWatch:
         self.gateway_min_askers = gateway_min_askers
         self.learn_gateway = learn_gateway
         self.forget = forget
+        self.sweep_count = sweep_count
+        self.sweep_window = sweep_window
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._once = Once(repeat)
         self._claims: dict[int, dict[int, _Claim]] = {}   # address -> MAC -> claim
@@ -87,6 +93,7 @@ class ArpWatch:
         self._askers: dict[int, set] = {}                  # address -> distinct addresses that asked for it
         self._learned: tuple[int, int] = (0, 0)            # (address, askers) the most asked-for
         self._unsolicited: dict[int, dict[int, float]] = {}  # actor MAC -> address -> last unsolicited claim
+        self._asked: dict[int, dict[int, float]] = {}        # actor MAC -> address asked for -> last time
         self._pruned = None
 
     # ------------------------------------------------------------------ batch
@@ -138,6 +145,8 @@ class ArpWatch:
                                                "claimed_ip": ipv4_text(spa), "op": op}))
         if op == 1:
             self.counters["requests"] += 1
+            if spa != tpa:
+                self._sweep(t, actor, spa, tpa, out)
         elif op == 2:
             self.counters["replies"] += 1
         else:
@@ -232,6 +241,26 @@ class ArpWatch:
         me.last = t
         me.actor = actor
 
+    def _sweep(self, t, actor, spa, tpa, out):
+        """Distinct addresses one MAC asked for within the sweep window (probes included: a
+        scanner may ask from 0.0.0.0)."""
+        asked = self._asked.get(actor)
+        if asked is None:
+            if len(self._asked) >= 4096:   # bounded: forget who asked what (a storm of forged senders)
+                self._asked.clear()
+            asked = self._asked[actor] = {}
+        asked.pop(tpa, None)   # kept in time order: the stale ones leave from the front
+        asked[tpa] = t
+        while t - next(iter(asked.values())) > self.sweep_window:
+            del asked[next(iter(asked))]
+        if len(asked) >= self.sweep_count:
+            targets = sorted(asked)
+            self._say(out, t, 2100006, actor, spa, tpa, 2, False,
+                      lambda: {"addresses_asked": len(targets), "window_s": self.sweep_window,
+                               "first": ipv4_text(targets[0]), "last": ipv4_text(targets[-1]),
+                               "sender_ip": ipv4_text(spa), "sender_mac": format_mac(actor)},
+                      key=(2100006, actor))
+
     # ------------------------------------------------------------------ helpers
     def _owned(self, mac):
         for ip, holders in self._claims.items():
@@ -267,6 +296,11 @@ class ArpWatch:
 
     @staticmethod
     def _finding(t, sid, actor, ip, tpa, severity, block, evidence) -> Finding:
+        if sid == 2100006:   # a sweep: host discovery by the sender's own address
+            return Finding(ts=t, technique="arp_sweep", mitre=MITRE_ARP_SWEEP, category="Reconnaissance",
+                           subcategory="ARP_Sweep", sid=sid, signature=SIDS[sid], src_mac=int(actor),
+                           src_ip=ipv4_text(ip) if ip else "", dest_ip="", proto="arp", evidence=evidence,
+                           severity=severity, block=block)
         # src_ip stays empty: the sender address of a forged ARP is the one it steals, and the
         # spoofer is mitigated by its MAC; the stolen address is evidence["claimed_ip"].
         return Finding(ts=t, technique="arp_spoofing", mitre=MITRE_ARP, category="Theft", subcategory="ARP_Spoofing",
@@ -288,6 +322,8 @@ class ArpWatch:
         self._unsolicited = {a: {ip: s for ip, s in d.items() if now - s <= self.multi_window}
                              for a, d in self._unsolicited.items()}
         self._unsolicited = {a: d for a, d in self._unsolicited.items() if d}
+        self._asked = {a: d for a, d in ((a, {ip: s for ip, s in d.items() if now - s <= self.sweep_window})
+                                         for a, d in self._asked.items()) if d}
 
 
 def _be(cols: np.ndarray) -> np.ndarray:

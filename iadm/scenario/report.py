@@ -295,8 +295,9 @@ def timeline(result: RunResult, rows: list[AttackOutcome], path, bin_seconds: fl
 def delay_table(result: RunResult, rows: list[AttackOutcome], span: float = 10.0) -> str:
     """The victim's delay before, during and after each attack, from the mirror's capture: the
     server side of benign TCP handshakes to it (synack) and its answers to benign UDP requests
-    (answer), median in ms (and how many), over `span` s before the first attack packet, from it
-    to the block (or the window's end), and `span` s after. A host slowed by a flood answers later."""
+    (answer), and the one-way delay its own stamped reports show (owd, as their source), median in
+    ms (and how many), over `span` s before the first attack packet, from it to the block (or the
+    window's end), and `span` s after. A host slowed by a flood answers later."""
     import pandas as pd
 
     from iadm.flows.pipeline import FeaturePipeline
@@ -311,21 +312,24 @@ def delay_table(result: RunResult, rows: list[AttackOutcome], span: float = 10.0
     attackers = {int(m.replace(":", ""), 16) for w in result.windows for m in w.macs}
     benign = records[~records["smac"].astype("uint64").isin(attackers)]
     daddr, stime = benign["daddr"].astype(str).to_numpy(), benign["stime"].to_numpy()
+    saddr = benign["saddr"].astype(str).to_numpy()
 
     def cell(victim, lo, hi, column):
-        values = benign[column].to_numpy()[(daddr == victim) & (stime >= lo) & (stime < hi)]
+        about = saddr if column == "owd" else daddr   # owd is the sender's own delay
+        values = benign[column].to_numpy()[(about == victim) & (stime >= lo) & (stime < hi)]
         values = values[np.isfinite(values)]
         return f"{np.median(values) * 1000:7.2f} ({len(values):>3})" if len(values) else f"{'-':>7} (  0)"
 
     header = (f"{'attack':30} {'victim':10} {'synack ms (n): before':>22} {'during':>13} {'after':>13} "
-              f"{'answer ms (n): before':>22} {'during':>13} {'after':>13}")
+              f"{'answer ms (n): before':>22} {'during':>13} {'after':>13} "
+              f"{'owd ms (n): before':>22} {'during':>13} {'after':>13}")
     lines = [header, "-" * len(header)]
     for w, r in zip(result.windows, rows):
         if not r.first_packet:
             continue
         victim, end = host_ip(w.target), r.blocked or w.end
         windows = ((r.first_packet - span, r.first_packet), (r.first_packet, end), (end, end + span))
-        cells = [cell(victim, lo, hi, column) for column in ("synack", "answer") for lo, hi in windows]
+        cells = [cell(victim, lo, hi, column) for column in ("synack", "answer", "owd") for lo, hi in windows]
         if any(not c.endswith("(  0)") for c in cells):
             lines.append(f"{r.name[:30]:30} {victim:10} " + " ".join(
                 f"{c:>{22 if i % 3 == 0 else 13}}" for i, c in enumerate(cells)))

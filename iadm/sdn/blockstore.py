@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class Block:
     block_id: int
-    action: str                 # "block" (drop), "rate_limit" (a meter) or "alert" (count only)
+    action: str                 # "block" (drop), "rate_limit" (a meter), "alert" (count only) or "guard" (a port's)
     match: dict                 # pipeline.block_match() result
     created: float
     expires: float

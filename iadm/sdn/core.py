@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from iadm.sdn import pipeline, sharing
@@ -18,6 +18,7 @@ from iadm.sdn.blockstore import Block, BlockStore
 from iadm.sdn.verdicts import Allowlist, Verdict, VerdictError
 
 log = logging.getLogger("iadm.controller")
+SEEN_MACS = 4096   # new MACs whose port is remembered, learned or not
 
 
 @dataclass
@@ -27,6 +28,9 @@ class SwitchState:
     uplink_port: int | None = None
     new_macs: dict = field(default_factory=dict)    # port -> deque of times a new MAC was learned there
     guarded: dict = field(default_factory=dict)     # port -> time its learning was stopped (a MAC flood)
+    # MAC -> port of the latest new MACs, learned or not (a flood's MACs after the guard stopped
+    # learning): where a guard verdict's MAC entered
+    seen_at: OrderedDict = field(default_factory=OrderedDict)
 
 
 class GatewayController:
@@ -129,6 +133,11 @@ class GatewayController:
             previous = state.mac_ports.get(eth_src)
             if previous == in_port:
                 return  # packet-ins queued before the learn entry landed
+            if previous is None:
+                state.seen_at[eth_src] = in_port
+                state.seen_at.move_to_end(eth_src)
+                if len(state.seen_at) > SEEN_MACS:
+                    state.seen_at.popitem(last=False)
             if previous is None and len(state.mac_ports) >= self.max_hosts:
                 log.warning("switch %016x: %d hosts learned, not learning %s", dpid, self.max_hosts, eth_src)
                 return
@@ -181,11 +190,18 @@ class GatewayController:
     # --- verdicts ------------------------------------------------------
     def _entries(self, block: Block) -> list:
         left = block.remaining(self.clock())
+        if block.action == "guard":
+            return [pipeline.port_guard_entry(block.match["in_port"], left, pipeline.block_cookie(block.block_id))]
         if block.action == "rate_limit":
             return pipeline.rate_limit_ops(block.block_id, block.match, left, block.rate, block.kbps)
         return [pipeline.block_entry(block.block_id, block.match, left, drop=block.action == "block")]
 
     def _removal(self, block: Block) -> list:
+        if block.action == "guard":
+            with self._lock:
+                for state in self.switches.values():
+                    state.guarded.pop(block.match["in_port"], None)   # the port learns again
+            return [pipeline.unguard(block.block_id)]
         ops = [pipeline.unblock(block.block_id)]
         if block.action == "rate_limit":
             ops.append(pipeline.MeterDelete(pipeline.block_meter_id(block.block_id)))
@@ -218,7 +234,8 @@ class GatewayController:
 
     def apply_verdict(self, verdict: Verdict) -> tuple[int, dict]:
         """Act on a validated verdict; returns (HTTP status, JSON document)."""
-        result = self._unblock(verdict) if verdict.action == "unblock" else self._block(verdict)
+        result = (self._unblock(verdict) if verdict.action == "unblock" else
+                  self._guard(verdict) if verdict.action == "guard" else self._block(verdict))
         counts = self.counts["verdicts"]
         counts[verdict.action] = counts.get(verdict.action, 0) + 1
         return result
@@ -265,6 +282,47 @@ class GatewayController:
         doc = block.as_json(self.clock())
         self._publish(sharing.mitigation_event(action, doc, verdict, sharing.offerable(verdict, self.allowlist)
                                                and action == "block", installed_on))
+        return 201, {"block": doc, "replaced": [b.block_id for b in replaced],
+                     "installed_on": installed_on, "installed_at": self.clock()}
+
+    def _guard(self, verdict: Verdict) -> tuple[int, dict]:
+        """A MAC flood's ingress port guarded (the port guard of packet_in, asked for by the
+        monitor): learning stops there, frames from sources it has not learned are dropped at it,
+        the hosts learned there keep working. The port: in_port, or where src_mac (a MAC the flood
+        sent) was seen new. Never the uplink's or the monitor's; listed, persisted and unblocked
+        by id like a block."""
+        port = verdict.in_port
+        with self._lock:
+            if port is None:
+                mac = verdict.src_mac
+                ports = {p for s in self.switches.values() for p in (s.mac_ports.get(mac), s.seen_at.get(mac))
+                         if p is not None}
+                if len(ports) != 1:
+                    raise VerdictError(404 if not ports else 409,
+                                       f"{mac} was not seen at any port" if not ports else
+                                       f"{mac} was seen at ports {sorted(ports)}: give in_port", "src_mac")
+                port = ports.pop()
+            if any(port in (s.uplink_port, s.monitor_port) for s in self.switches.values()):
+                raise VerdictError(403, f"port {port} is the uplink's or the monitor's: never guarded", "in_port")
+        if self.allowlist.covers(verdict):
+            raise VerdictError(403, f"{verdict.src_mac} is allowlisted and is never acted on", "src_mac")
+        action = "alert" if self.alert_only else "guard"
+        match = {"in_port": port}
+        seconds = verdict.duration or self.guard_seconds
+        with self._lock:
+            replaced = [b for b in self.store.find(match) if b.action == action]
+            for old in replaced:
+                self.store.remove(old.block_id)
+            block = self.store.add(action, match, seconds, verdict.reason, verdict.source)
+            if action == "guard":
+                for state in self.switches.values():
+                    state.guarded[port] = self.clock()
+        ops = [op for old in replaced for op in self._removal(old)] + self._entries(block)
+        installed_on = self._broadcast(ops)
+        log.info("%s port %d for %ds (block %d) on %s, source %r, reason %r", action, port, seconds, block.block_id,
+                 installed_on or "no switch", verdict.source, verdict.reason)
+        doc = block.as_json(self.clock())
+        self._publish(sharing.mitigation_event(action, doc, verdict, False, installed_on))
         return 201, {"block": doc, "replaced": [b.block_id for b in replaced],
                      "installed_on": installed_on, "installed_at": self.clock()}
 

@@ -148,12 +148,19 @@ def learn_entries(in_port: int, mac: str, monitor_port: int | None,
     return ops
 
 
-def port_guard_entry(in_port: int, seconds: int) -> FlowEntry:
+def port_guard_entry(in_port: int, seconds: int, cookie: int | None = None) -> FlowEntry:
     """A port flooding the MAC table: in the learn table, frames from sources it has not learned
     are dropped at that port (no packet-in, no flood); the MACs learned there before keep their
-    higher-priority entries. It lapses by itself after `seconds`."""
+    higher-priority entries. It lapses by itself after `seconds`. cookie: a guard verdict's block
+    cookie (unblocked by id); by default the controller's own guard's, by port."""
     return FlowEntry(TABLE_LEARN, PRIO_GUARD, match={"in_port": in_port}, hard_timeout=min(int(seconds), 0xFFFF),
-                     cookie=COOKIE_GUARD | (in_port & COOKIE_ID_MASK), notify_removed=True)
+                     cookie=COOKIE_GUARD | (in_port & COOKIE_ID_MASK) if cookie is None else cookie,
+                     notify_removed=True)
+
+
+def unguard(block_id: int) -> FlowDelete:
+    """A guard verdict's entry out of the learn table."""
+    return FlowDelete(table=TABLE_LEARN, cookie=block_cookie(block_id), cookie_mask=~0 & 0xFFFFFFFFFFFFFFFF)
 
 
 def block_match(src_ip: str | None = None, src_mac: str | None = None, in_port: int | None = None,

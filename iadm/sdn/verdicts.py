@@ -4,7 +4,7 @@ A verdict is a JSON object. Everything is checked before anything changes:
 unknown fields, wrong types, bad addresses and out-of-range numbers are
 refused with the field that is wrong.
 
-    {"action": "block" | "rate_limit" | "alert" | "unblock",
+    {"action": "block" | "rate_limit" | "alert" | "unblock" | "guard",
      "src_ip": "10.0.0.1"              by IPv4 source, or
      "src_mac": "00:00:00:00:00:01",   by source MAC (not both),
      "in_port": 3,                     where it enters (alone: everything from that port),
@@ -20,6 +20,11 @@ refused with the field that is wrong.
 
 A verdict that is not an unblock names a source (src_ip or src_mac), a destination (dst_ip) or
 an ingress port; protocol and ports only narrow one of those, and ports need TCP or UDP.
+
+"guard" is the answer to a MAC flood, which has no one source to block: the port guard of an
+ingress port (learning stops there; frames from sources not learned there are dropped; the
+hosts learned there keep working). The port is given (in_port) or is the one where src_mac, a
+MAC the flood sent, entered: the monitor sees MACs, not ports. It takes nothing else.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 
 from iadm.httpjson import ApiError, json_object
 
-ACTIONS = ("block", "rate_limit", "alert", "unblock")
+ACTIONS = ("block", "rate_limit", "alert", "unblock", "guard")
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
 MAX_RATE_PPS = 10_000_000
 MAX_RATE_KBPS = 100_000_000
@@ -151,6 +156,13 @@ def parse_verdict(body: bytes) -> Verdict:
             raise VerdictError(400, "rate_limit needs one of rate_pps or rate_kbps", "rate_pps")
     elif rate_pps is not None or rate_kbps is not None:
         raise VerdictError(400, f"{action} takes no rate (rate_limit does)", "rate_pps" if rate_pps else "rate_kbps")
+    if action == "guard":
+        narrowed = [name for name, value in (("src_ip", src_ip), ("dst_ip", dst_ip), ("ip_proto", ip_proto),
+                                             ("src_port", src_port), ("dst_port", dst_port)) if value is not None]
+        if narrowed:
+            raise VerdictError(400, f"guard is of a whole port: no {narrowed[0]}", narrowed[0])
+        if src_mac is None and in_port is None:
+            raise VerdictError(400, "guard needs in_port, or src_mac (a MAC seen at that port)", "in_port")
     if action == "unblock":
         if block_id is None and src_ip is None and src_mac is None:
             raise VerdictError(400, "unblock needs block_id, src_ip or src_mac", "block_id")

@@ -124,7 +124,7 @@ def test_flood_forged_as_an_allowlisted_host_blocks_the_sender_not_that_host(blo
 def test_the_live_monitors_operator_api_and_metrics(blocking_run):
     status, doc = OPERATOR_SEEN["/status"]
     assert status == 200 and doc["components"]["capture"]["packets"] > 1000
-    assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 16
+    assert doc["components"]["model"]["name"] == "default" and doc["components"]["rules"]["rules"] == 15
     # the two attackers' MACs, and the forged floods' shape on their victim (a rate limit)
     assert doc["components"]["responder"]["verdicts_sent"] == 3
     status, alerts = OPERATOR_SEEN["/alerts"]

@@ -54,8 +54,8 @@ def test_baseline_learn_from_a_capture(tmp_path):
     from iadm.cli import main
     from iadm.synth import frame as packet
     packets = []
-    for i in range(400):   # 200 connections a second to one web server: rule 1000008's shape
-        t, sp = T0 + i * 0.005, 30000 + i
+    for i in range(800):   # 600 short connections a second to one web server: the HTTP-flood watcher's shape
+        t, sp = T0 + i / 600, 30000 + i
         packets += [(t, packet("10.0.0.5", "10.0.0.2", 6, sp, 80, 0x02)),
                     (t + 0.001, packet("10.0.0.2", "10.0.0.5", 6, 80, sp, 0x12, smac="00:00:00:00:00:02")),
                     (t + 0.002, packet("10.0.0.5", "10.0.0.2", 6, sp, 80, 0x11))]

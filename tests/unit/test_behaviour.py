@@ -162,6 +162,25 @@ def test_a_scan_spread_over_more_than_a_minute_is_not_one():
     assert b.SCAN_TCP not in sids(BehaviourWatch()(records(slow)))
 
 
+def udp_probes(ports, step=0.05, answered=False, src="10.0.0.9", dst="10.0.0.2"):
+    out = []
+    for i, port in enumerate(ports):
+        out.append((T0 + i * step, frame(src, dst, 17, 50000 + i, port)))
+        if answered:
+            out.append((T0 + i * step + 0.001, frame(dst, src, 17, port, 50000 + i, smac="00:00:00:00:00:02")))
+    return out
+
+
+def test_a_udp_scan_s_first_burst_is_a_scan_and_a_host_s_few_udp_services_are_not():
+    # nmap -sU: a dozen or more silent probes at once, then a wait for the ICMP rate limit
+    labels = BehaviourWatch()(records(udp_probes([7, 53, 67, 69, 123, 137, 138, 161, 500, 514, 520, 1900, 4500])))
+    flagged = labels[labels.sid == b.SCAN_UDP]
+    assert len(flagged) == 2 and "within 2 s, none answered" in flagged.msg.iloc[0]   # the 12th and 13th
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1011)))))          # 11 ports
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), answered=True))))
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), step=0.2))))  # 3 s
+
+
 def test_a_telnet_sweep_of_many_hosts_is_password_guessing():
     sweep = []
     for i in range(25):
@@ -187,23 +206,76 @@ def test_an_icmp_flood_in_one_flow_and_a_ping_that_is_not():
     assert not BehaviourWatch()(records(ping)).attack.any()
 
 
-def sessions(n, port=22, step=3.0, src="10.0.0.9", dst="10.0.0.2"):
+def sessions(n, port=22, step=3.0, src="10.0.0.9", dst="10.0.0.2", last=0.5, sent=40, t0=T0):
+    """n sessions, one every `step` s: handshake, the client's `sent` bytes, the server's answer
+    and close after `last` s (a refused login, when short and small)."""
     out = []
     for i in range(n):
-        t, sp = T0 + i * step, 50000 + i
+        t, sp = t0 + i * step, 50000 + i
         out += [(t, frame(src, dst, 6, sp, port, SYN)),
                 (t + 0.001, frame(dst, src, 6, port, sp, SYNACK, smac="00:00:00:00:00:02")),
-                (t + 0.002, frame(src, dst, 6, sp, port, ACK, payload=40)),
-                (t + 0.5, frame(dst, src, 6, port, sp, FIN | ACK, payload=30, smac="00:00:00:00:00:02"))]
+                (t + 0.002, frame(src, dst, 6, sp, port, ACK, payload=sent)),
+                (t + last, frame(dst, src, 6, port, sp, FIN | ACK, payload=30, smac="00:00:00:00:00:02")),
+                (t + last + 0.001, frame(src, dst, 6, sp, port, FIN | ACK))]
     return out
 
 
 def test_password_guessing_is_many_short_sessions_to_an_auth_service():
-    labels = BehaviourWatch()(records(sessions(12)))
+    labels = BehaviourWatch()(records(sessions(12, port=1883)))   # MQTT: counted, not login-shaped
     flagged = labels[labels.attack == 1]
-    assert set(flagged.sid) == {b.BRUTE_FORCE} and "ssh password guessing: 10 connections" in flagged.msg.iloc[0]
-    assert not BehaviourWatch()(records(sessions(9))).attack.any()
+    assert set(flagged.sid) == {b.BRUTE_FORCE} and "mqtt password guessing: 10 connections" in flagged.msg.iloc[0]
+    assert not BehaviourWatch()(records(sessions(9, port=1883))).attack.any()
     assert not BehaviourWatch()(records(sessions(30, port=443, step=0.5))).attack.any()   # web: not an auth port
+
+
+def test_a_slow_guesser_is_found_at_its_fifth_short_login_session():
+    """One refused SSH session every 8 s (a guesser waiting out the server's failure delay): 10 in a
+    minute never comes; 5 ended login-shaped sessions within 120 s do, and from then on every
+    record of the guesser to that port is flagged (its next session from its first record)."""
+    slow = sessions(8, step=8.0)
+    labels = BehaviourWatch()(records(slow))
+    recs = records(slow)
+    flagged = recs[labels.attack.to_numpy() == 1]
+    assert set(labels.sid[labels.attack == 1]) == {b.BRUTE_FORCE_LOGINS}
+    assert flagged.ltime.min() >= T0 + 4 * 8.0 + 0.5                   # the fifth session's end, not before
+    assert "ssh password guessing: 5 short login sessions" in labels.msg[labels.attack == 1].iloc[0]
+    sixth = recs[(recs.sport == 50005)]
+    assert (labels.attack[sixth.index] == 1).all()                       # the next session, every record
+    assert not BehaviourWatch()(records(sessions(4, step=8.0))).attack.any()
+
+
+def test_sessions_that_are_not_refused_logins_are_not_counted_as_such():
+    """Long sessions, bulk ones, unanswered ones, or a service whose short sessions are its normal
+    use (MQTT: connect, publish, leave) are no login-shaped sessions."""
+    for shaped in (sessions(8, step=8.0, last=40.0),                # lasted: an interactive session
+                   sessions(8, step=8.0, sent=12000),               # a file went up
+                   sessions(8, step=8.0, port=1883),                # a sensor publishing every 8 s
+                   sessions(8, step=31.0)):                          # 4 in any 120 s
+        assert not BehaviourWatch()(records(shaped)).attack.any()
+
+
+def web_connections(n, per_second, parallel, src="10.0.0.9", dst="10.0.0.2", port=80):
+    """n HTTP connections opened at `per_second`, each answered and closed after parallel/per_second s
+    (so about `parallel` are open at once)."""
+    out, last = [], parallel / per_second
+    for i in range(n):
+        t, sp = T0 + i / per_second, 20000 + i
+        out += [(t, frame(src, dst, 6, sp, port, SYN)),
+                (t + 0.0005, frame(dst, src, 6, port, sp, SYNACK, smac="00:00:00:00:00:02")),
+                (t + 0.001, frame(src, dst, 6, sp, port, ACK | 0x08, payload=80)),
+                (t + last, frame(dst, src, 6, port, sp, FIN | ACK | 0x08, payload=300, smac="00:00:00:00:00:02")),
+                (t + last + 0.0005, frame(src, dst, 6, sp, port, FIN | ACK))]
+    return out
+
+
+def test_an_http_flood_is_connections_per_second_in_parallel():
+    flood = BehaviourWatch()(records(web_connections(400, 300, parallel=20)))
+    assert b.HTTP_FLOOD in sids(flood) and set(flood.technique[flood.sid == b.HTTP_FLOOD]) == {"http_flood"}
+    # one client looping on a LAN: 130 short requests a second, one at a time (a record every 0.1 s
+    # of every open flow would be hundreds of records a second: connections are what count)
+    assert not BehaviourWatch()(records(web_connections(600, 130, parallel=1))).attack.any()
+    fast = BehaviourWatch()(records(web_connections(1200, 1000, parallel=1)))   # 1,000 a second: no need of more
+    assert b.HTTP_FLOOD in sids(fast)
 
 
 def test_slow_http_holds_connections_open_and_short_requests_do_not():

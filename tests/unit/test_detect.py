@@ -224,3 +224,49 @@ def test_every_alert_names_its_gateway(tmp_path, detector):
     assert lines and {line["host"] for line in lines} == {"home-17"}
     from iadm.metrics import MonitorMetrics
     assert b'iadm_monitor_info{gateway="home-17"} 1.0' in MonitorMetrics(dict, responder).render()
+
+
+def test_a_mac_flood_is_one_line_and_a_guard_of_its_port_and_a_real_host_is_still_judged(tmp_path):
+    """macof-like SYNs, each from a new random MAC and forged address: the responder asks for a
+    guard of the port, named by the burst's first unicast MAC (no one MAC to block), and writes one
+    line for the flood with its count, not one per forged MAC. A host known before the flood that
+    scans meanwhile is judged on its own, as always."""
+    import random
+
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.inspect import MacFloodWatch
+    from iadm.synth import frame as packet
+    rng = random.Random(3)
+    scanner = "02:00:00:00:00:09"
+    packets = [(T0 - 1.0, packet("10.0.0.9", "10.0.0.2", 17, 5353, 5353, payload=20, smac=scanner))]
+    for i in range(3000):   # 1.5 s of flood at 2,000 frames a second
+        smac = ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
+        src = f"{rng.randrange(1, 200)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        packets.append((T0 + i / 2000, packet(src, f"{rng.randrange(1, 200)}.1.2.3", 6, rng.randrange(1024, 65535),
+                                              80, 0x02, smac=smac)))
+    packets += [(T0 + 0.5 + i * 0.01, packet("10.0.0.9", "10.0.0.2", 6, 40000 + i, 1 + i, 0x02, smac=scanner))
+                for i in range(30)]
+    packets.sort(key=lambda p: p[0])
+    floods = MacFloodWatch()
+    detector = Detector(RuleEngine.from_files(["rules/iot.rules"], "rules/variables.conf"), behaviour=BehaviourWatch())
+    controller = FakeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True,
+                          mac_floods=floods)
+    pipe = FeaturePipeline(status_interval=0.1, inspectors=[floods])
+    for k in range(0, len(packets), 200):   # batches as a live ring hands them out
+        chunk = packets[k:k + 200]
+        frames = pipe.push(Batch.from_frames([f for _, f in chunk], [t for t, _ in chunk]))
+        responder.findings(pipe.findings)
+        pipe.findings = []
+        run(detector, [f for f in frames if len(f)], responder)
+    run(detector, [f for f in pipe.finish() if len(f)], responder)
+    guards = [v for v in controller.verdicts if v["action"] == "guard"]
+    assert len(guards) == 1 and guards[0]["src_mac"] != scanner and not int(guards[0]["src_mac"][:2], 16) & 1
+    lines = [json.loads(x) for x in open(tmp_path / "a.json")]
+    flood_lines = [e for e in lines if e["alert"]["metadata"]["technique"] == ["mac_flood"]]
+    assert len(flood_lines) == 1 and flood_lines[0]["alert"]["action"] == "blocked"
+    assert "port guard" in flood_lines[0]["mitigation"] and flood_lines[0]["verdict"]["action"] == "guard"
+    forged_lines = [e for e in lines if e.get("src_mac") not in (None, scanner)]
+    assert len(forged_lines) <= 50          # at most the forged MACs before the burst was known
+    assert responder.counts["folded_records"] > 2500
+    assert any(v.get("src_mac") == scanner and v["action"] == "block" for v in controller.verdicts)

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from scapy.all import (ARP, DNS, DNSQR, DNSRR, IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrHopByHop, Raw)
+from scapy.all import (ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrHopByHop, Raw)
 
 from iadm.capture.batch import Batch
 from iadm.capture.decode import COUNTERS, decode
-from iadm.inspect import ArpWatch, DnsWatch, MacFloodWatch, SIDS, warm_up
+from iadm.inspect import ArpWatch, DnsWatch, IcmpTunnelWatch, LoginFailureWatch, MacFloodWatch, SIDS, warm_up
 from iadm.inspect import dnsparse
 from iadm.synth import frame
 
@@ -39,6 +39,10 @@ def mac(n: int) -> str:
 
 def mac_int(text: str) -> int:
     return int(text.replace(":", ""), 16)
+
+
+def source_mac(frame_bytes) -> int:
+    return int.from_bytes(bytes(frame_bytes)[6:12], "big")
 
 
 # ---------------------------------------------------------------- decoder: the l4 column
@@ -222,6 +226,67 @@ def test_a_storm_of_forged_arp_gives_a_bounded_number_of_findings():
     assert findings and max(per_sid.values()) <= 3 * 50 and watch._once.suppressed > 0
 
 
+def test_an_arp_sweep_of_the_lan_is_one_alert_naming_the_sweeper():
+    """arp-scan / nmap -sn: one MAC asks for 40 addresses within 2 s. An alert (inventory apps and
+    routers sweep too), named by the sweeper's MAC and address."""
+    sweeper = mac(66)
+    p = [arp(T0 + i * 0.05, 1, sweeper, "10.0.0.66", "00:00:00:00:00:00", f"10.0.0.{i + 100}") for i in range(40)]
+    p += [arp(T0 + 0.051 + i * 0.05, 2, mac(i + 100), f"10.0.0.{i + 100}", sweeper, "10.0.0.66")
+          for i in range(0, 40, 7)]
+    [f] = run_batches(ArpWatch(), p, per=8)
+    assert (f.sid, f.technique, f.mitre, f.category, f.block) == (2100006, "arp_sweep", "T1018", "Reconnaissance",
+                                                                   False)
+    assert f.src_mac == mac_int(sweeper) and f.src_ip == "10.0.0.66" and f.evidence["addresses_asked"] == 32
+    assert f.ts - T0 < 2.0
+
+
+def test_a_host_asking_for_its_peers_or_a_slow_sweep_is_no_sweep():
+    """A host asking again and again for its gateway and a few peers; 31 addresses in a burst; a
+    sweep of one address every 2 s (5 in any 10 s)."""
+    host = [arp(T0 + k, 1, mac(5), "10.0.0.5", "00:00:00:00:00:00", f"10.0.0.{k % 6 + 1}") for k in range(600)]
+    burst = [arp(T0 + i * 0.01, 1, mac(6), "10.0.0.6", "00:00:00:00:00:00", f"10.0.1.{i + 1}") for i in range(31)]
+    slow = [arp(T0 + 2 * i, 1, mac(7), "10.0.0.7", "00:00:00:00:00:00", f"10.0.2.{i + 1}") for i in range(200)]
+    for p in (host, burst, slow):
+        assert [f.sid for f in run_batches(ArpWatch(), p, per=64) if f.sid == 2100006] == []
+
+
+# ---------------------------------------------------------------- FTP login failures
+FTP_CLIENT, FTP_SERVER, FTP_CLIENT_MAC = "10.0.0.9", "10.0.0.21", "02:00:00:00:00:09"
+
+
+def ftp_reply(t, text, cport, seq):
+    return t, (Ether(src=mac(21), dst=FTP_CLIENT_MAC) / IP(src=FTP_SERVER, dst=FTP_CLIENT)
+               / TCP(sport=21, dport=cport, flags="PA", seq=seq) / Raw(text))
+
+
+def test_ftp_refused_logins_are_guessing_blocked_by_the_client_s_mac():
+    """Five "530 Login incorrect" from one server to one client within 120 s; a retransmitted one
+    counts once; other replies (220 banner, 331, 230) never count."""
+    p = []
+    for k in range(5):
+        t = T0 + 2.4 * k
+        p += [ftp_reply(t, b"220 ready\r\n", 50000 + k, 1), ftp_reply(t + 0.01, b"331 password?\r\n", 50000 + k, 12),
+              ftp_reply(t + 2.3, b"530 Login incorrect.\r\n", 50000 + k, 30)]
+    p.insert(3, ftp_reply(T0 + 2.31, b"530 Login incorrect.\r\n", 50000, 30))   # retransmitted
+    watch = LoginFailureWatch()
+    [f] = run_batches(watch, p, per=4)
+    assert (f.sid, f.technique, f.mitre, f.category, f.block) == (2100301, "brute_force", "T1110.001", "Theft", True)
+    assert f.src_mac == mac_int(FTP_CLIENT_MAC) and (f.src_ip, f.dest_ip, f.dest_port) == (FTP_CLIENT, FTP_SERVER, 21)
+    assert f.evidence["failed_logins"] == 5 and f.evidence["sessions"] == 5 and watch.counters["repeats"] == 1
+    assert abs(f.ts - (T0 + 4 * 2.4 + 2.3)) < 1e-6
+
+
+def test_ftp_a_few_mistyped_passwords_and_cut_replies_are_no_guessing():
+    four = [ftp_reply(T0 + 30 * k, b"530 Login incorrect.\r\n", 50000 + k, 30) for k in range(4)]
+    spread = [ftp_reply(T0 + 40 * k, b"530 Login incorrect.\r\n", 50000 + k, 30) for k in range(8)]  # 3 per 120 s
+    logged_in = [ftp_reply(T0 + k, b"230 Login successful.\r\n", 50000 + k, 30) for k in range(20)]
+    for p in (four, spread, logged_in):
+        assert run_batches(LoginFailureWatch(), p) == []
+    cut = [(t, bytes(f)[:54 + 1]) for t, f in (ftp_reply(T0 + k, b"530 x\r\n", 50000 + k, 30) for k in range(10))]
+    batch = Batch.from_frames([f for _, f in cut], [t for t, _ in cut])
+    assert LoginFailureWatch()(batch, decode(batch)) == []              # "5" captured, not "530": not read
+
+
 # ---------------------------------------------------------------- MAC flood
 def flood_frames(t0, count, rate, seed=1):
     """macof: TCP SYNs, each from a random MAC and address (packed with struct: scapy is slow)."""
@@ -243,8 +308,12 @@ def test_macof_burst_gives_one_finding_with_counts():
     assert (f.technique, f.sid, f.mitre, f.category, f.subcategory) == ("mac_flood", 2100101, "T1498", "DoS",
                                                                          "MAC_Flood")
     assert f.src_mac == 0 and f.block and f.severity == 1
-    assert f.ts - T0 < 0.5 and f.evidence["new_macs"] == 500 and f.evidence["rate_per_s"] > 1000
-    assert f.evidence["group_bit_sources"] > 100      # random MACs: half carry the multicast bit
+    # random MACs: half carry the group bit, so the fast count (50 within 1 s) is enough
+    assert f.ts - T0 < 0.05 and f.evidence["new_macs"] == 50 and f.evidence["rate_per_s"] > 1000
+    assert f.evidence["group_bit_sources"] >= 50 // 4
+    # the port to guard is named by the burst's first unicast MAC (the one the switch learned first)
+    first_unicast = next(m for m in (source_mac(p) for _, p in packets) if not m >> 40 & 1)
+    assert f.ingress_mac == first_unicast and mac_int(f.evidence["first_macs"][0]) == first_unicast
     # quiet, then a second burst: a second finding; the first burst's totals are kept
     quiet = [(T0 + 30 + i, Ether(src=mac(1)) / IP() / TCP()) for i in range(20)]
     run_batches(watch, quiet)
@@ -264,6 +333,32 @@ def test_hosts_joining_a_lan_are_no_flood():
     watch = MacFloodWatch()
     assert run_batches(watch, p, per=64) == []
     assert watch.known_macs >= 300
+
+
+def test_a_flood_of_unicast_random_macs_needs_the_full_count():
+    """Random MACs with the group bit cleared (a careful flooder): no fast path, the 500-in-10-s
+    count; at 3,000 a second it is still there within 0.2 s."""
+    packets = [(t, f[:6] + bytes([f[6] & 0xFE]) + f[7:]) for t, f in flood_frames(T0, 3000, 3000.0, seed=5)]
+    [f] = run_batches(MacFloodWatch(), packets, per=500)
+    assert f.evidence["new_macs"] == 500 and f.evidence["group_bit_sources"] == 0 and f.ts - T0 < 0.2
+
+
+def test_a_busy_lan_meeting_the_monitor_is_no_fast_flood():
+    """A monitor starting on a LAN of 80 active hosts meets them all within a second: unicast MACs
+    (none with the group bit), so neither count is reached."""
+    p = [(T0 + h / 100, Ether(src=mac(h)) / IP(src=f"10.0.0.{h + 1}") / UDP()) for h in range(80)]
+    assert run_batches(MacFloodWatch(), p, per=16) == []
+
+
+def test_the_flood_s_macs_are_known_as_forged_and_a_host_s_is_not():
+    watch = MacFloodWatch()
+    host = [(T0 - 5, Ether(src=mac(7)) / IP(src="10.0.0.7") / UDP())]
+    flood = flood_frames(T0, 2000, 3000.0, seed=7)
+    run_batches(watch, host + flood, per=250)
+    forged = np.array([source_mac(f) for _, f in flood], dtype=np.uint64)
+    assert watch.flooding and watch.flood_macs(forged).all()
+    assert not watch.flood_macs(np.array([mac_int(mac(7)), 0x020000abcdef], dtype=np.uint64)).any()
+    assert not MacFloodWatch().flood_macs(forged).any()              # no burst seen: nothing is forged
 
 
 def test_mac_table_growth_and_reset_under_a_long_flood():
@@ -511,6 +606,23 @@ def test_fuzz_arp_payloads_never_raise():
     assert c["other_op"] > 0 and total == 20000
 
 
+def test_fuzz_ftp_replies_never_raise():
+    """Random TCP headers (data offsets beyond the frame, below 20) and payloads from port 21, cut
+    anywhere: skipped or read within the frame, never an exception."""
+    rng = np.random.default_rng(21)
+    good = bytes(ftp_reply(T0, b"530 Login incorrect.\r\n", 50000, 30)[1])
+    frames = []
+    for i in range(4000):
+        f = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            f[int(rng.integers(34, len(f)))] = int(rng.integers(0, 256))
+        f[34:36] = b"\x00\x15"                                    # keep the source port 21
+        frames.append(bytes(f[:int(rng.integers(34, len(f) + 1))]))
+    batch = Batch.from_frames(frames, T0 + np.arange(len(frames)) * 1e-3)
+    findings = LoginFailureWatch()(batch, decode(batch))
+    assert all(f.sid == 2100301 for f in findings)
+
+
 def test_fuzz_dns_payloads_never_raise_and_are_counted():
     rng = np.random.default_rng(16)
     seeds = [bytes(DNS(id=1, qd=DNSQR(qname="a.b.example.com", qtype="TXT"))),
@@ -597,3 +709,206 @@ def test_corpus_benign_quiet_attacks_found_naming_the_attacker_in_time():
     for r in inspected:
         assert r["by_technique"][r["technique"]] > 0 and r["named"], table
         assert r["delay"] is not None and r["delay"] <= 2.0, table
+
+
+# ---------------------------------------------------------------- ICMP tunnels
+LAN_HOST, LAN_MAC, FAR, ROUTER_MAC = "10.0.0.21", mac(21), "198.51.100.7", mac(254)
+
+
+def echo(t, src, dst, smac, dmac, kind, ident, seq, data, v6=False):
+    from scapy.all import ICMP, ICMPv6EchoReply, ICMPv6EchoRequest
+    if v6:
+        msg = (ICMPv6EchoRequest if kind == 8 else ICMPv6EchoReply)(id=ident, seq=seq, data=data)
+        return t, Ether(src=smac, dst=dmac) / IPv6(src=src, dst=dst) / msg
+    return t, Ether(src=smac, dst=dmac) / IP(src=src, dst=dst) / ICMP(type=kind, id=ident, seq=seq) / Raw(data)
+
+
+def pings(t0, count, data_of, v6=False, src=LAN_HOST, dst=FAR, interval=1.0, reply_of=None):
+    """`count` echo requests from src and their replies 20 ms later (reply_of: the far end's data)."""
+    out = []
+    for k in range(count):
+        t = t0 + k * interval
+        data = data_of(k)
+        out.append(echo(t, src, dst, LAN_MAC, ROUTER_MAC, 8, 0x1234, k, data, v6))
+        out.append(echo(t + 0.02, dst, src, ROUTER_MAC, LAN_MAC, 0, 0x1234, k,
+                        data if reply_of is None else reply_of(k), v6))
+    return out
+
+
+def linux_ping(k):   # a timestamp, then the bytes 0x10.. (iputils' 56-byte default)
+    return struct.pack("<QQ", 1_700_000_000 + k, k * 1000)[:16] + bytes(range(0x10, 0x38))
+
+
+def test_pings_of_every_shape_are_no_tunnel():
+    cases = {
+        "linux": pings(T0, 60, linux_ping),
+        "windows": pings(T0, 60, lambda k: b"abcdefghijklmnopqrstuvwabcdefghi"),
+        "large": pings(T0, 60, lambda k: linux_ping(k) + bytes(1344)),          # ping -s 1400
+        "flood": pings(T0, 3000, linux_ping, interval=0.001),
+        "v6": pings(T0, 60, linux_ping, v6=True, src="fd00::21", dst="2001:db8::7"),
+        # the same random data back: a ping whatever the bytes
+        "random": pings(T0, 60, lambda k: random.Random(k).randbytes(random.Random(k).randrange(16, 1400))),
+    }
+    for name, packets in cases.items():
+        watch = IcmpTunnelWatch()
+        found = run_batches(watch, packets, per=200)
+        if name == "random":   # many sizes, much data, both ways: only the weaker, alert-only signal
+            assert {f.sid for f in found} <= {2100402} and not any(f.block for f in found), name
+        else:
+            assert found == [], name
+        assert watch.counters["replies_differ"] == 0, name
+        assert watch.counters["replies_matched"] == len(packets) // 2, name
+
+
+def test_tunnel_whose_replies_carry_the_far_ends_data_blocks_the_lan_client():
+    watch = IcmpTunnelWatch()
+    tunnel = pings(T0, 10, lambda k: random.Random(k).randbytes(200 + 37 * k),
+                   reply_of=lambda k: random.Random(1000 + k).randbytes(100 + 53 * k), interval=0.5)
+    found = run(watch, tunnel)   # one batch: the finding at the reply that completes it, the third
+    first = [f for f in found if f.sid == 2100401]
+    assert len(first) == 1
+    f = first[0]
+    assert (f.technique, f.mitre, f.category, f.block) == ("icmp_tunnel", "T1095", "Theft", True)
+    assert (f.src_ip, f.dest_ip, f.src_mac) == (LAN_HOST, FAR, mac_int(LAN_MAC))
+    assert f.evidence["replies_differing"] == 3 and abs(f.ts - (T0 + 1.0 + 0.02)) < 1e-6   # its third reply
+
+
+def test_tunnel_over_icmpv6_and_a_one_way_channel():
+    v6 = pings(T0, 5, lambda k: bytes([k]) * 300, v6=True, src="fd00::21", dst="2001:db8::7",
+               reply_of=lambda k: bytes([k + 1]) * 300)
+    [f] = run_batches(IcmpTunnelWatch(), v6, per=3)
+    assert (f.sid, f.proto, f.src_ip) == (2100401, "ipv6-icmp", "fd00::21")
+    # requests only (exfiltration, or a mirror that sees one direction): 8 sizes and 20 KB in a minute
+    one_way = [echo(T0 + k, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 7, k, random.Random(k).randbytes(400 + 25 * (k % 10)))
+               for k in range(40)]
+    watch = IcmpTunnelWatch()
+    found = run_batches(watch, one_way, per=5)
+    assert [(f.sid, f.block, f.src_ip) for f in found] == [(2100402, False, LAN_HOST)]
+    assert found[0].evidence["payload_sizes"] >= 8 and found[0].evidence["payload_bytes"] >= 20_000
+
+
+def test_cut_and_unanswered_replies_are_not_judged_and_forged_pairs_are_bounded():
+    # replies captured with a short snap length: 40 bytes of the payload, the request's 1,400 whole
+    cut = []
+    for t, p in pings(T0, 10, lambda k: random.Random(k).randbytes(1400)):
+        raw = bytes(p)
+        cut.append((t, raw[:14 + 20 + 8 + 40] if p[ICMP].type == 0 else raw))
+    watch = IcmpTunnelWatch()
+    assert run_batches(watch, cut) == [] and watch.counters["replies_matched"] == 0
+    # replies nobody asked for are not judged (their requests came before the monitor started)
+    stray = [p for p in pings(T0, 10, lambda k: b"a" * 100, reply_of=lambda k: b"b" * 100) if p[1][ICMP].type == 0]
+    watch = IcmpTunnelWatch()
+    assert run_batches(watch, stray) == [] and watch.counters["replies_unmatched"] == 10
+    # a forged-source flood of large echoes: at most NEW_PER_BATCH new pairs followed per batch
+    flood = [echo(T0 + k * 1e-4, f"10.{k >> 16 & 255}.{k >> 8 & 255}.{k & 255}", LAN_HOST, mac(k), LAN_MAC, 8, k, 0,
+                  bytes(1000)) for k in range(2000)]
+    watch = IcmpTunnelWatch()
+    assert run(watch, flood) == []
+    assert len(watch._sent) == watch.NEW_PER_BATCH and watch.counters["pairs_skipped"] == 2000 - watch.NEW_PER_BATCH
+
+
+def test_ethernet_padding_is_no_part_of_the_echo_data():
+    # a flood of empty echo requests (hping3 style); the replies' frames padded to 60 bytes with
+    # bytes that are not zero: the datagram's own length says where the echo data ends
+    packets = []
+    for k in range(20):
+        t, q = echo(T0 + k * 0.01, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 9, k, b"")
+        t2, r = echo(t + 0.001, FAR, LAN_HOST, ROUTER_MAC, LAN_MAC, 0, 9, k, b"")
+        packets += [(t, bytes(q) + b"\x00" * 18), (t2, bytes(r) + bytes([k + 1]) * 18)]
+    watch = IcmpTunnelWatch()
+    assert run(watch, packets) == []
+    assert watch.counters["replies_matched"] == 20 and watch.counters["replies_differ"] == 0
+
+
+def test_a_stream_of_replies_nobody_asked_for_from_a_host_the_client_asks():
+    # ptunnel-ng's shape: the client polls now and then, the proxy streams replies numbered its own way
+    polls = [echo(T0 + k, LAN_HOST, FAR, LAN_MAC, ROUTER_MAC, 8, 77, k, bytes(28)) for k in range(3)]
+    stream = [echo(T0 + 0.5 + k * 0.01, FAR, LAN_HOST, ROUTER_MAC, LAN_MAC, 0, 77, 1000 + k,
+                   random.Random(k).randbytes(1024)) for k in range(40)]
+    found = run_batches(IcmpTunnelWatch(), polls + stream, per=7)
+    assert [(f.sid, f.block, f.src_ip, f.dest_ip, f.src_mac) for f in found] == \
+        [(2100403, True, LAN_HOST, FAR, mac_int(LAN_MAC))]
+    assert found[0].evidence == {"replies_unasked": 20, "requests": 1, "window_s": 60.0}
+    assert abs(found[0].ts - (T0 + 0.5 + 19 * 0.01)) < 1e-6           # at the 20th reply
+    # the same stream toward a host that never asked (backscatter of someone else's forged pings;
+    # or the replies to requests from before the monitor started): not a tunnel
+    assert run_batches(IcmpTunnelWatch(), stream, per=7) == []
+
+
+# ---------------------------------------------------------------- refused logins, and the passwords tried
+SERVER_MAC, CLIENT_MAC, LOGIN_SERVER, LOGIN_CLIENT = mac(50), mac(51), "10.0.0.50", "10.0.0.51"
+
+
+def segment(t, to_server, port, cport, payload, seq=1):
+    src, dst = (LOGIN_CLIENT, LOGIN_SERVER) if to_server else (LOGIN_SERVER, LOGIN_CLIENT)
+    smac, dmac = (CLIENT_MAC, SERVER_MAC) if to_server else (SERVER_MAC, CLIENT_MAC)
+    sport, dport = (cport, port) if to_server else (port, cport)
+    return t, Ether(src=smac, dst=dmac) / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA",
+                                                                     seq=seq) / Raw(payload)
+
+
+def mqtt_connect(user: bytes, password: bytes, level=4, client=b"sensor-7") -> bytes:
+    def field(b):
+        return len(b).to_bytes(2, "big") + b
+    props = b"\x05\x11\x00\x00\x00\x3c" if level == 5 else b""   # v5: session expiry interval
+    body = field(b"MQTT") + bytes([level, 0xC2]) + b"\x00\x3c" + props + field(client) + field(user) + field(password)
+    return bytes([0x10, len(body)]) + body
+
+
+def attempts(port, request_of, refusal, count=6, every=2.0, answer=None):
+    """`count` sessions: the client's request, then the server's reply (refusal, or answer(k))."""
+    out = []
+    for k in range(count):
+        t = T0 + k * every
+        out += [segment(t, True, port, 40000 + k, request_of(k)),
+                segment(t + 0.05, False, port, 40000 + k, refusal if answer is None else answer(k), seq=100 + k)]
+    return out
+
+
+def test_ftp_guesser_is_blocked_a_device_with_a_wrong_password_is_only_alerted():
+    guesses = attempts(21, lambda k: b"PASS %d\r\n" % k, b"530 Login incorrect.\r\n")
+    [f] = run_batches(LoginFailureWatch(), guesses, per=3)
+    assert (f.sid, f.block, f.src_ip, f.src_mac) == (2100301, True, LOGIN_CLIENT, mac_int(CLIENT_MAC))
+    assert f.evidence["passwords_tried"] == 5 and f.evidence["failed_logins"] == 5
+    camera = attempts(21, lambda k: b"PASS hunter2\r\n", b"530 Login incorrect.\r\n", count=8)
+    [f] = run(LoginFailureWatch(), camera)
+    assert (f.sid, f.block, f.severity, f.evidence["passwords_tried"]) == (2100302, False, 3, 1)
+
+
+def test_mqtt_broker_refusing_connects_v311_and_v5():
+    for level, refusal in ((4, b"\x20\x02\x00\x05"), (5, b"\x20\x03\x00\x86\x00")):
+        guesses = attempts(1883, lambda k: mqtt_connect(b"admin", b"pw%d" % k, level), refusal)
+        [f] = run_batches(LoginFailureWatch(), guesses, per=5)
+        assert (f.sid, f.block, f.evidence["service"], f.evidence["passwords_tried"]) == (2100303, True, "mqtt", 5)
+        # a sensor reconnecting with its one wrong password: alerted, not blocked
+        sensor = attempts(1883, lambda k: mqtt_connect(b"sensor", b"old-secret", level), refusal)
+        [f] = run(LoginFailureWatch(), sensor)
+        assert (f.sid, f.block) == (2100302, False)
+    accepted = attempts(1883, lambda k: mqtt_connect(b"admin", b"pw%d" % k), b"\x20\x02\x00\x00", count=20)
+    watch = LoginFailureWatch()
+    assert run(watch, accepted) == [] and watch.counters["successes"] == 20
+
+
+def test_http_basic_guessing_but_not_a_digest_challenge_nor_a_401_with_no_password_seen():
+    import base64
+
+    def basic(k):
+        token = base64.b64encode(b"admin:guess%d" % k)
+        return b"GET /cgi-bin/login HTTP/1.1\r\nHost: cam\r\nAuthorization: Basic " + token + b"\r\n\r\n"
+    refusal = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n"
+    [f] = run_batches(LoginFailureWatch(), attempts(80, basic, refusal, count=8), per=4)
+    assert (f.sid, f.block, f.dest_port, f.evidence["passwords_tried"]) == (2100304, True, 80, 5)
+    # a Digest client: every request challenged once (401), then answered (200); 30 requests
+    digest = []
+    for k in range(30):
+        t = T0 + k
+        digest += [segment(t, True, 8080, 41000 + k, b"GET /status HTTP/1.1\r\nHost: hub\r\n\r\n"),
+                   segment(t + 0.01, False, 8080, 41000 + k, b"HTTP/1.1 401 Unauthorized\r\n\r\n", seq=7),
+                   segment(t + 0.02, True, 8080, 41000 + k,
+                           b"GET /status HTTP/1.1\r\nAuthorization: Digest username=\"u\", response=\"%032x\"\r\n\r\n" % k),
+                   segment(t + 0.03, False, 8080, 41000 + k, b"HTTP/1.1 200 OK\r\n\r\n", seq=9)]
+    watch = LoginFailureWatch()
+    assert run_batches(watch, digest, per=6) == [] and watch.counters["refusals"] == 30
+    # 401s whose requests the mirror did not see: no password read, a challenge maybe: nothing
+    replies_only = [p for p in attempts(80, basic, refusal, count=8) if p[1][TCP].sport == 80]
+    assert run(LoginFailureWatch(), replies_only) == []

@@ -75,7 +75,7 @@ def test_index_status_and_openapi(api):
     status, index = call(port, "GET", "/")
     assert status == 200 and "POST /{measurement}/anomalies/{anomaly_id}/feedback" in index["routes"]
     status, doc = call(port, "GET", "/status")
-    assert doc["components"]["rules"]["rules"] == 16 and doc["components"]["capture"]["packets"] == 1234
+    assert doc["components"]["rules"]["rules"] == 15 and doc["components"]["capture"]["packets"] == 1234
     assert doc["components"]["zscore"]["tolerance"] == 3.0 and doc["components"]["model"]["ok"] is False
     status, spec = call(port, "GET", "/openapi.json")
     assert status == 200 and spec == json.loads(json.dumps(OPENAPI))

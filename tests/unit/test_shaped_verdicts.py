@@ -107,3 +107,50 @@ def test_a_port_flooding_the_mac_table_stops_learning_and_keeps_its_known_hosts(
     assert gateway.core.counts.get("ports_guarded") == 1
     gateway.clock.advance(gateway.core.guard_seconds + 1)
     assert "controller" in gateway.send_packet(H3, H2, eth_src="02:99:00:00:00:02")   # the guard lapsed
+
+
+def test_a_guard_verdict_stops_learning_at_the_port_a_flood_mac_came_in_and_is_unblocked_by_id(gateway):
+    """The monitor names a MAC the flood sent; the controller guards the port it entered at: new
+    sources there are dropped (no packet-in), H3's own MAC still talks, other ports still learn;
+    listed like a block, restored on reconnect, and unblocked by id (the port learns again)."""
+    gateway.send_packet(H3, H2, eth_src="02:66:00:00:00:01")          # one of the flood's MACs, learned
+    status, doc = gateway.core.apply_verdict(Verdict("guard", src_mac="02:66:00:00:00:01", duration=60,
+                                                     reason="MAC flood", source="test"))
+    assert status == 201 and doc["block"]["action"] == "guard" and doc["block"]["match"] == {"in_port": H3}
+    assert gateway.send_packet(H3, H2, eth_src="02:66:00:00:00:02") == []          # a new source: dropped
+    assert H2 in gateway.send_packet(H3, H2)                                       # H3's own MAC: learned
+    assert "controller" in gateway.send_packet(H2, H1, eth_src="02:aa:00:00:00:01")   # other ports learn
+    assert [b["action"] for b in gateway.core.blocks()] == ["guard"]
+    gateway.core.switch_connected(1, gateway.ports)                                  # a reconnect: restored
+    assert gateway.send_packet(H3, H2, eth_src="02:66:00:00:00:03") == []
+    gateway.core.apply_verdict(Verdict("unblock", block_id=doc["block"]["block_id"]))
+    assert "controller" in gateway.send_packet(H3, H2, eth_src="02:66:00:00:00:04")   # learning again
+    assert gateway.core.blocks() == []
+
+
+def test_a_guard_is_refused_for_an_unseen_mac_the_uplink_and_the_monitor(gateway):
+    with pytest.raises(VerdictError) as err:
+        gateway.core.apply_verdict(Verdict("guard", src_mac="02:77:00:00:00:01"))
+    assert err.value.status == 404 and err.value.field == "src_mac"
+    for port in (ROUTER, 3):   # the uplink (a router brings every outside MAC), the monitor's port
+        with pytest.raises(VerdictError) as err:
+            gateway.core.apply_verdict(Verdict("guard", in_port=port))
+        assert err.value.status == 403
+    with pytest.raises(VerdictError):
+        gateway.core.apply_verdict(Verdict("guard", src_mac=MAC[ROUTER]))   # learned on the uplink
+    assert gateway.core.blocks() == []
+
+
+def test_a_guard_finds_a_flood_mac_the_controller_saw_but_no_longer_learned(gateway):
+    """Past its own port guard the controller learns no more of the flood's MACs, but it still
+    knows which port brought them: the monitor's verdict may name any of the first ones."""
+    flood = [f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(60)]
+    for mac in flood:
+        gateway.send_packet(H3, H2, eth_src=mac)
+    assert gateway.core.counts.get("ports_guarded") == 1
+    unlearned = [m for m in flood if not gateway.core.where_is(m)]
+    status, doc = gateway.core.apply_verdict(Verdict("guard", src_mac=unlearned[0]))   # made the guard: seen
+    assert status == 201 and doc["block"]["match"] == {"in_port": H3}
+    with pytest.raises(VerdictError) as err:     # after it, dropped at the switch: never seen by the controller
+        gateway.core.apply_verdict(Verdict("guard", src_mac=unlearned[-1]))
+    assert err.value.status == 404

@@ -28,6 +28,12 @@ def test_shaped_verdicts_are_normalised():
     assert not parse(action="block", src_mac="00:00:00:00:00:01", in_port=4).shaped
 
 
+def test_a_guard_names_a_port_or_a_mac_seen_there():
+    assert parse(action="guard", src_mac="02:AA:00:00:00:01", duration=60) == \
+        Verdict("guard", src_mac="02:aa:00:00:00:01", duration=60)
+    assert parse(action="guard", in_port=4).in_port == 4
+
+
 def test_unblock_by_id():
     assert parse(action="unblock", block_id=4).block_id == 4
 
@@ -67,6 +73,11 @@ def test_unblock_by_id():
     ({"action": "unblock", "block_id": 2, "duration": 5}, 400, "duration"),
     ({"action": "block", "src_ip": "10.0.0.1", "reason": "x" * 257}, 400, "reason"),
     ({"action": "block", "src_ip": "10.0.0.1", "source": 5}, 400, "source"),
+    ({"action": "guard"}, 400, "in_port"),
+    ({"action": "guard", "src_mac": "02:00:00:00:00:01", "dst_ip": "10.0.0.2"}, 400, "dst_ip"),
+    ({"action": "guard", "src_ip": "10.0.0.1"}, 400, "src_ip"),
+    ({"action": "guard", "in_port": 3, "ip_proto": 6}, 400, "ip_proto"),
+    ({"action": "guard", "in_port": 3, "rate_pps": 10}, 400, "rate_pps"),
 ])
 def test_bad_verdicts_name_the_field(doc, status, field):
     with pytest.raises(VerdictError) as err:
