@@ -46,6 +46,10 @@ from iadm.inspect.finding import format_mac
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
+# A reflection whose answers come from one of these services is dropped by its shape; the others
+# (DNS 53, NTP 123: what LAN hosts ask their own resolvers and time servers) are rate-limited, so
+# the victim's own answers of that shape still get through.
+DROPPED_REFLECTIONS = frozenset(AMPLIFIERS - {53, 123})
 MAX_SOURCES_TRACKED = 65536   # MACs whose public sources are remembered
 
 
@@ -58,6 +62,8 @@ class _Attacker:
     block: dict = field(default_factory=dict)
     sids: dict = field(default_factory=dict)         # signature id -> time of its last alert line
     evidence: deque = field(default_factory=deque)   # (time, records, attack records, rule-flagged)
+    shapes: dict = field(default_factory=dict)       # a victim's: shape (sorted items) -> held until
+    shape_checked: float = 0.0                       # when its flood's shape was last worked out
 
     def weigh(self, now: float, horizon: float, total: int, attacks: int, by_rule: int) -> tuple[int, int, int]:
         self.evidence.append((now, total, attacks, by_rule))
@@ -167,7 +173,8 @@ class Responder:
 
     def _shape(self, attacker: str, records, verdicts, mine: np.ndarray, at: float) -> list[dict]:
         """A flood on one victim from many sources (or reflected at it): no source to block, so
-        the verdict is the attack's shape, rate-limited (what is under the rate still passes).
+        the verdict is the attack's shape, rate-limited (what is under the rate still passes), or
+        dropped when it is UDP from a reflector service's port (DROPPED_REFLECTIONS).
         One per victim and finding: a DNS reflection on a host already rate-limited for a SYN
         flood gets its own shape."""
         now = at if self.replaying else self.clock()
@@ -179,16 +186,34 @@ class Responder:
             state.unreported += len(rows)
             seen, _, _ = state.weigh(now, self.evidence_seconds, len(rows), len(rows), len(rows))
             verdict = None
-            ready = now >= state.held_until and seen >= self.min_records and self.client is not None
+            # While one shape of this victim and finding stands, a flood of another shape (the same
+            # finding on another port or protocol) gets its own verdict: the shape is worked out
+            # again at most once a second, and only a shape not already held is sent.
+            ready = ((now >= state.held_until or now >= state.shape_checked + 1.0)
+                     and seen >= self.min_records and self.client is not None)
             shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if ready else None
+            if shape:
+                state.shape_checked = now
+                if now < state.shapes.get(tuple(sorted(shape.items())), 0.0):
+                    shape = None
             if shape:
                 row = int(rows[0])
                 reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
                           f"{verdicts['rule_msg'].iat[row]}")
-                verdict = self._request(shape, reason, f"iadm-monitor behaviour sid {int(sid)}",
-                                        str(verdicts["category"].iat[row]), "behaviour", now, action="rate_limit",
-                                        rate_pps=self.shaped_rate_pps)
-                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                source = f"iadm-monitor behaviour sid {int(sid)}"
+                category = str(verdicts["category"].iat[row])
+                verdict = None
+                if shape.get("ip_proto") == 17 and shape.get("src_port") in DROPPED_REFLECTIONS:
+                    # answers from a reflector service the victim is no client of: dropped
+                    verdict = self._request(shape, f"{reason} (dropped: UDP from reflectors' port "
+                                            f"{shape['src_port']})", source, category, "behaviour", now,
+                                            action="block")
+                if verdict is None or "error" in verdict:   # else (or refused, an allowlisted victim): limited
+                    verdict = self._request(shape, reason, source, category, "behaviour", now,
+                                            action="rate_limit", rate_pps=self.shaped_rate_pps)
+                held = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                state.shapes[tuple(sorted(shape.items()))] = held
+                state.held_until = max(state.held_until, held) if "block_id" in verdict else held
             elif now - state.last_alert < self.realert_seconds:
                 continue
             events.append(self._alert(attacker, state, records, verdicts, rows, rows[:1], now, verdict))

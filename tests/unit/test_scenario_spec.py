@@ -125,5 +125,9 @@ def test_demo_scenario_has_the_new_kinds_after_the_first_four():
     assert kinds[:4] == ["syn-flood", "udp-flood", "service-scan", "exfiltration"]
     assert {"arp-spoof", "dns-tunnel", "slow-http", "icmp-flood"} <= set(kinds[4:])
     assert {"ssh-guess", "telnet-guess"} & set(kinds[4:])
-    assert len({h for a in sc.attacks for h in a.hosts}) == len(sc.attacks)   # each from its own host
+    lan = [a for a in sc.attacks if not a.uplink]
+    assert len({h for a in lan for h in a.hosts}) == len(lan)   # each LAN attack from its own host
+    uplink = [a for a in sc.attacks if a.uplink]                 # the Internet side's floods, from r1
+    assert sc.uplink and [a.kind for a in uplink] == ["reflection", "syn-flood"] and "o1" in sc.background_devices
+    assert {a.target for a in uplink} == {"h2"} and all(a.src_net for a in uplink)
     assert sc.duration <= 70
