@@ -43,6 +43,7 @@ from iadm.detection.behaviour import AMPLIFIERS
 from iadm.detection.macflood import MacFloodFold
 from iadm.flows.records import mac_text
 from iadm.inspect.finding import format_mac
+from iadm.sdn.verdicts import UPLINK
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
@@ -202,15 +203,22 @@ class Responder:
                           f"{verdicts['rule_msg'].iat[row]}")
                 source = f"iadm-monitor behaviour sid {int(sid)}"
                 category = str(verdicts["category"].iat[row])
-                verdict = None
-                if shape.get("ip_proto") == 17 and shape.get("src_port") in DROPPED_REFLECTIONS:
-                    # answers from a reflector service the victim is no client of: dropped
-                    verdict = self._request(shape, f"{reason} (dropped: UDP from reflectors' port "
-                                            f"{shape['src_port']})", source, category, "behaviour", now,
-                                            action="block")
-                if verdict is None or "error" in verdict:   # else (or refused, an allowlisted victim): limited
-                    verdict = self._request(shape, reason, source, category, "behaviour", now,
-                                            action="rate_limit", rate_pps=self.shaped_rate_pps)
+                # Through the uplink (its packets carry a router's MAC): only what enters there, so
+                # the LAN's own traffic of the same shape is left alone; without the narrowing when
+                # the controller has no uplink port to resolve it to.
+                narrowed = [{**shape, "in_port": UPLINK}] if self._through_uplink(records, rows) else []
+                for candidate in narrowed + [shape]:
+                    verdict = None
+                    if shape.get("ip_proto") == 17 and shape.get("src_port") in DROPPED_REFLECTIONS:
+                        # answers from a reflector service the victim is no client of: dropped
+                        verdict = self._request(candidate, f"{reason} (dropped: UDP from reflectors' port "
+                                                f"{shape['src_port']})", source, category, "behaviour", now,
+                                                action="block")
+                    if verdict is None or "error" in verdict:   # else (or refused: an allowlisted victim): limited
+                        verdict = self._request(candidate, reason, source, category, "behaviour", now,
+                                                action="rate_limit", rate_pps=self.shaped_rate_pps)
+                    if "error" not in verdict:
+                        break
                 held = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
                 state.shapes[tuple(sorted(shape.items()))] = held
                 state.held_until = max(state.held_until, held) if "block_id" in verdict else held
@@ -310,6 +318,15 @@ class Responder:
         state.sids[f.sid] = now
         state.last_alert, state.unreported = now, 0
         return event
+
+    def _through_uplink(self, records, rows) -> bool:
+        """Most of a flood's records came from a router's MAC: it entered through the uplink."""
+        if self.uplink is None or not self.uplink.routers or "smac" not in records:
+            return False
+        macs = records["smac"].to_numpy()[rows]
+        values, counts = np.unique(macs, return_counts=True)
+        routed = sum(int(c) for v, c in zip(values.tolist(), counts.tolist()) if mac_text(v) in self.uplink.routers)
+        return routed >= 0.8 * len(rows)
 
     def shared(self, attacker: str) -> bool:
         """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the

@@ -154,14 +154,17 @@ def test_labels_keep_the_outside_clients_traffic_through_r1_normal():
 
 
 class ShapeController:
-    def __init__(self, refuse_drops=False):
+    def __init__(self, refuse_drops=False, uplink_port=True):
         self.verdicts = []
         self.refuse_drops = refuse_drops
+        self.uplink_port = uplink_port
 
     def verdict(self, **fields):
         self.verdicts.append(fields)
         if self.refuse_drops and fields["action"] == "block":
             raise ApiError(403, "dst_ip 10.0.0.2 holds allowlisted 10.0.0.2")
+        if not self.uplink_port and fields.get("in_port") == "uplink":
+            raise ApiError(409, "no uplink port is configured (openflow.uplink_port)")
         match = {k: fields[k] for k in ("dst_ip", "ip_proto", "src_port", "dst_port") if k in fields}
         return {"block": {"block_id": len(self.verdicts), "action": fields["action"], "match": match},
                 "installed_on": ["0000000000000001"], "installed_at": T0}
@@ -197,7 +200,22 @@ def test_a_reflection_is_dropped_by_its_shape_or_limited(tmp_path, sport, refuse
     shaped = [v for v in controller.verdicts if "dst_ip" in v]
     assert [v["action"] for v in shaped[:len(actions)]] == actions
     assert all((v["dst_ip"], v["ip_proto"], v.get("src_port")) == ("10.0.0.2", 17, sport) for v in shaped)
+    assert all(v.get("in_port") == "uplink" for v in shaped)   # it came through r1: only what enters there
     assert not any("src_mac" in v or "src_ip" in v for v in controller.verdicts)   # no source, no router
+
+
+def test_a_controller_without_an_uplink_port_gets_the_shape_without_the_narrowing(tmp_path):
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.detection.uplink import UplinkWatch
+    detector = Detector(RuleEngine([]), behaviour=BehaviourWatch())
+    controller = ShapeController(uplink_port=False)
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True,
+                          uplink=UplinkWatch(known=[host_mac("r1")]))
+    for frame in _reflection(161):
+        frame = frame.reset_index(drop=True)
+        responder(frame, detector(frame))
+    first = [(v["action"], v.get("in_port")) for v in controller.verdicts if "dst_ip" in v][:3]
+    assert first == [("block", "uplink"), ("rate_limit", "uplink"), ("block", None)], first
 
 
 def test_a_second_flood_of_another_shape_at_the_same_victim_gets_its_own_verdict(tmp_path):
