@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iadm.scenario.label import Window
-from iadm.scenario.spec import SERVICE_PORTS, Attack, Scenario, host_ip, host_mac
+from iadm.scenario.spec import QUEUE_MS, SERVICE_PORTS, Attack, Scenario, host_ip, host_mac
 from iadm.testbed import (MGMT_CONTROLLER, MGMT_MONITOR, ROOT, ControllerProcess, gateway_network, load_topology,
                           management_link, switch_counters)
 
@@ -247,11 +247,25 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
     return result
 
 
+def _shape_link(net, host: str, kbit: int, say) -> None:
+    """The switch's port toward `host` (in the root namespace) behind a token bucket: what the
+    switch sends there waits in a queue of at most QUEUE_MS, and a flood fills it."""
+    port = net.get(host).connectionsTo(net.get("s1"))[0][1]   # (the host's end, the switch's end)
+    burst = max(2, kbit // 8 // 100)   # kbytes: a hundredth of a second at the rate
+    done = subprocess.run(["tc", "qdisc", "replace", "dev", port.name, "root", "tbf", "rate", f"{kbit}kbit",
+                           "burst", f"{burst}kb", "latency", f"{QUEUE_MS}ms"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"tc on {port.name}: {done.stderr.strip()}")
+    say(f"link toward {host} shaped: {port.name} {kbit:,} kbit/s, a {QUEUE_MS} ms queue")
+
+
 def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, detect: bool, say,
          before_teardown) -> None:
     outdir = result.outdir
     names = [h.name for h in net.hosts]
     say(f"topology up: {', '.join(names)}; switch s1 (userspace OVS, OpenFlow 1.3)")
+    for name, kbit in scenario.shaped_links.items():
+        _shape_link(net, name, kbit, say)
     monitor = net.get("monitor")
     tcpdump = procs.start(monitor, ["tcpdump", "-i", "monitor-eth0", "-n", "-B", "65536", "-w",
                                     str(result.pcap)], "tcpdump-monitor")

@@ -43,6 +43,8 @@ come from the Internet side, their sources forged outside the LAN:
                               ...) to random ports of the target, `payload` bytes each
     syn-flood (spoof = true)  SYN from random addresses of 198.18.0.0/15 to the target's `port`
     shaped_rate_pps = 200     the monitor's verdicts.shaped_rate_pps for this run (default: its own)
+    shaped_links = {h2 = 8000}  the switch's port toward h2 shaped to 8,000 kbit/s (tbf, a 100 ms queue):
+                              a slow device link, whose queue and delay a flood fills (issue 21)
 """
 from __future__ import annotations
 
@@ -150,6 +152,12 @@ class Scenario:
     path: str = ""
     uplink: bool = False          # r1 (the uplink router) and o1 (an outside client) in the topology
     shaped_rate_pps: int = 0      # the monitor's verdicts.shaped_rate_pps for the run (0: its default)
+    # host -> kbit/s: the switch's port toward that host shaped by a token bucket (tbf) with a
+    # queue of QUEUE_MS, as a gateway's slow device link; a flood fills it, and delay grows
+    shaped_links: dict = field(default_factory=dict)
+
+
+QUEUE_MS = 100   # how long a shaped link's queue may hold a packet before it drops
 
 
 def _is_ipv4(text: str) -> bool:
@@ -174,7 +182,7 @@ def _get(doc: dict, key: str, types, where: str, default=None, check=None):
 def load_scenario(path: str) -> Scenario:
     doc = read_toml(path)
     unknown = set(doc) - {"name", "duration", "devices", "attackers", "background", "attack", "uplink",
-                          "shaped_rate_pps"}
+                          "shaped_rate_pps", "shaped_links"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     number = (int, float)
@@ -190,6 +198,12 @@ def load_scenario(path: str) -> Scenario:
     hosts = {"h1", "h2"} | {f"d{i}" for i in range(1, sc.devices + 1)} | {f"a{i}" for i in range(1, sc.attackers + 1)}
     if sc.uplink:
         hosts |= {"r1", "o1"}
+    links = _get(doc, "shaped_links", dict, path, {})
+    for name, kbit in links.items():
+        if name not in hosts - {"r1", "o1"} or isinstance(kbit, bool) or not isinstance(kbit, int) \
+                or not 64 <= kbit <= 1_000_000:
+            raise ConfigError(f"{path}: shaped_links: {name} = {kbit!r}: a LAN host and 64-1,000,000 kbit/s")
+    sc.shaped_links = dict(links)
     for name in sc.background_devices:
         if name not in hosts - {"h2", "r1"}:
             raise ConfigError(f"{path}: [background] devices: no device host {name!r}")
