@@ -51,6 +51,7 @@ PUBLIC_SOURCES = 3
 # (DNS 53, NTP 123: what LAN hosts ask their own resolvers and time servers) are rate-limited, so
 # the victim's own answers of that shape still get through.
 DROPPED_REFLECTIONS = frozenset(AMPLIFIERS - {53, 123})
+SHAPE_MIN_SOURCES = 10   # distinct sources among a batch's flagged rows before a shape is made of them
 MAX_SOURCES_TRACKED = 65536   # MACs whose public sources are remembered
 
 
@@ -192,7 +193,11 @@ class Responder:
             # again at most once a second, and only a shape not already held is sent.
             ready = ((now >= state.held_until or now >= state.shape_checked + 1.0)
                      and seen >= self.min_records and self.client is not None)
-            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if ready else None
+            # A shape answers a flood from many sources: flagged rows of this batch from a handful of
+            # sources (a scan passing by while the count of a flood's sources stands) are not one, and
+            # a shape made of them (all TCP to the victim, no port shared) would limit its benign traffic.
+            many = ready and records["saddr"].iloc[rows].nunique() >= SHAPE_MIN_SOURCES
+            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if many else None
             if shape:
                 state.shape_checked = now
                 if now < state.shapes.get(tuple(sorted(shape.items())), 0.0):

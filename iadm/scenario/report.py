@@ -109,7 +109,7 @@ def _mitigation(verdict: dict) -> str:
     return "rate limit" if verdict.get("action") == "rate_limit" else "shape drop"
 
 
-def _uplink_outcome(w, events, victims, failed) -> AttackOutcome:
+def _uplink_outcome(w, events, victims, failed, queued: float = 0.0) -> AttackOutcome:
     """An attack through the uplink: its packets are r1's MAC and a source in the window's prefix;
     its mitigation is a verdict on its shape (toward the target, its protocol), not on a host."""
     ts, src, v4 = victims.get(w.target, (np.zeros(0), np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64)))
@@ -139,7 +139,7 @@ def _uplink_outcome(w, events, victims, failed) -> AttackOutcome:
         name=w.name, start=w.start, first_packet=float(mine.min()) if len(mine) else None,
         detected=min((e["_ts"] for e in about), default=None), blocked=blocked,
         before=int((mine < blocked).sum()) if blocked else len(mine),
-        after=int((mine >= blocked).sum()) if blocked else 0,
+        after=int((mine >= blocked + queued).sum()) if blocked else 0,
         benign_lost=int(((failed >= w.start) & (failed <= w.end + GRACE)).sum()),
         blocked_hosts=sorted({str(v["match"]["eth_src"]) for v in shapes if "eth_src" in (v.get("match") or {})}),
         kind=w.kind, expected_technique=getattr(w, "technique", ""), techniques=named, block_matches=matches,
@@ -154,8 +154,11 @@ def outcomes(result: RunResult) -> list[AttackOutcome]:
     failed = np.array(result.devices.get(BENIGN_HOST, {}).get("failed_at", []), dtype=float)
     out = []
     for w in result.windows:
+        # a shaped link's queue still holds what the switch forwarded before the rule: those packets
+        # reach the victim up to its queue's length after the mitigation, and are not leaks past it
+        queued = float(result.queued.get(w.target, 0.0))
         if getattr(w, "src_net", ""):
-            out.append(_uplink_outcome(w, events, sources, failed))
+            out.append(_uplink_outcome(w, events, sources, failed, queued))
             continue
         macs = np.array([int(m.replace(":", ""), 16) for m in w.macs], dtype=np.uint64)
         ts, src = victims.get(w.target, (np.zeros(0), np.zeros(0, dtype=np.uint64)))
@@ -178,7 +181,7 @@ def outcomes(result: RunResult) -> list[AttackOutcome]:
             name=w.name, start=w.start, first_packet=float(mine.min()) if len(mine) else None,
             detected=min((e["_ts"] for e in about), default=None), blocked=blocked,
             before=int((mine < blocked).sum()) if blocked else len(mine),
-            after=int((mine >= blocked).sum()) if blocked else 0,
+            after=int((mine >= blocked + queued).sum()) if blocked else 0,
             benign_lost=int(((failed >= w.start) & (failed <= w.end + GRACE)).sum()),
             blocked_hosts=sorted({str(b.get("match", {}).get("eth_src")) for b in blocks}),
             kind=w.kind, expected_technique=getattr(w, "technique", ""), techniques=named, block_matches=matches,

@@ -41,11 +41,12 @@ class RunResult:
     detect: bool = False
     switch: dict = field(default_factory=dict)        # block id -> its entry's (and meter's) counters, at the end
     uplink_port: str = ""                             # the router r1's switch port ("" without an uplink)
+    queued: dict = field(default_factory=dict)        # host -> seconds its shaped link's queue may hold
 
     def save(self) -> None:
         doc = {"t0": self.t0, "windows": [w.as_json() for w in self.windows], "devices": self.devices,
                "generators": self.generators, "blocks": self.blocks, "detect": self.detect,
-               "switch": self.switch, "uplink_port": self.uplink_port,
+               "switch": self.switch, "uplink_port": self.uplink_port, "queued": self.queued,
                "pcap": str(self.pcap), "victim_pcaps": {k: str(v) for k, v in self.victim_pcaps.items()},
                "alert_log": str(self.alert_log) if self.alert_log else None}
         (self.outdir / "run.json").write_text(json.dumps(doc, indent=2))
@@ -58,7 +59,7 @@ class RunResult:
                    pcap=Path(doc["pcap"]), victim_pcaps={k: Path(v) for k, v in doc["victim_pcaps"].items()},
                    alert_log=Path(doc["alert_log"]) if doc["alert_log"] else None, detect=doc["detect"],
                    switch={int(k): v for k, v in doc.get("switch", {}).items()},
-                   uplink_port=doc.get("uplink_port", ""))
+                   uplink_port=doc.get("uplink_port", ""), queued=doc.get("queued", {}))
 
 
 def _py(script: str, *args) -> list[str]:
@@ -266,6 +267,7 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
     say(f"topology up: {', '.join(names)}; switch s1 (userspace OVS, OpenFlow 1.3)")
     for name, kbit in scenario.shaped_links.items():
         _shape_link(net, name, kbit, say)
+        result.queued[name] = QUEUE_MS / 1000.0
     monitor = net.get("monitor")
     tcpdump = procs.start(monitor, ["tcpdump", "-i", "monitor-eth0", "-n", "-B", "65536", "-w",
                                     str(result.pcap)], "tcpdump-monitor")

@@ -245,3 +245,30 @@ def test_a_second_flood_of_another_shape_at_the_same_victim_gets_its_own_verdict
     shaped = [(v["action"], v["ip_proto"], v.get("dst_port")) for v in controller.verdicts if "dst_ip" in v]
     assert shaped == [("rate_limit", 6, 22), ("rate_limit", 6, 80)], shaped
     assert not any("src_mac" in v for v in controller.verdicts)
+
+
+def test_a_scan_passing_by_while_a_flood_s_sources_count_stands_makes_no_shape(tmp_path):
+    """The demo's case: a forged-source flood at Host2 (the many-sources count stands for a minute),
+    then one host scanning Host2's ports: its probes are flagged as part of the flood, and a shape
+    made of them would be all TCP to Host2 (no port shared). A shape needs many sources."""
+    from iadm.capture.batch import Batch
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.flows.pipeline import FeaturePipeline
+    from iadm.synth import frame
+    flood = [(T0 + i / 5000, frame(f"198.18.{i // 250}.{i % 250 + 1}", "10.0.0.2", 6, 1024 + i, 22, 0x02,
+                                   smac=host_mac("a1"))) for i in range(1500)]
+    scan = [(T0 + 5 + i / 200, frame("10.0.0.103", "10.0.0.2", 6, 51859, 1 + i, 0x02, smac=host_mac("a3")))
+            for i in range(300)]
+    pipe = FeaturePipeline(status_interval=0.1)
+    detector = Detector(RuleEngine([]), behaviour=BehaviourWatch())
+    controller = ShapeController()
+    responder = Responder(controller, AlertLog(str(tmp_path / "a.json")), detector=detector, replay=True)
+    packets = flood + scan
+    for lo in range(0, len(packets), 100):
+        part = packets[lo:lo + 100]
+        for f in pipe.push(Batch.from_frames([p for _, p in part], [t for t, _ in part])):
+            if len(f):
+                f = f.reset_index(drop=True)
+                responder(f, detector(f))
+    shapes = [v for v in controller.verdicts if "dst_ip" in v]
+    assert shapes and all(v.get("dst_port") == 22 for v in shapes), shapes
