@@ -193,10 +193,12 @@ class Responder:
             # again at most once a second, and only a shape not already held is sent.
             ready = ((now >= state.held_until or now >= state.shape_checked + 1.0)
                      and seen >= self.min_records and self.client is not None)
-            # A shape answers a flood from many sources: flagged rows of this batch from a handful of
-            # sources (a scan passing by while the count of a flood's sources stands) are not one, and
-            # a shape made of them (all TCP to the victim, no port shared) would limit its benign traffic.
-            many = ready and records["saddr"].iloc[rows].nunique() >= SHAPE_MIN_SOURCES
+            # A shape answers a flood from many sources, or one behind a router's MAC. Flagged rows of
+            # LAN hosts from a handful of sources (a scan passing by while the count of a flood's
+            # sources stands) are not one: a shape made of them (all TCP to the victim, no port
+            # shared) would limit the victim's benign traffic; those hosts answer for themselves.
+            many = ready and (self._from_shared_macs(records, rows)
+                              or records["saddr"].iloc[rows].nunique() >= SHAPE_MIN_SOURCES)
             shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if many else None
             if shape:
                 state.shape_checked = now
@@ -332,6 +334,21 @@ class Responder:
         values, counts = np.unique(macs, return_counts=True)
         routed = sum(int(c) for v, c in zip(values.tolist(), counts.tolist()) if mac_text(v) in self.uplink.routers)
         return routed >= 0.8 * len(rows)
+
+    def _from_shared_macs(self, records, rows) -> bool:
+        """Most of these records came from MACs that carry others' traffic (a router's)."""
+        if "smac" not in records:
+            return False
+        macs = records["smac"].to_numpy()[rows]
+        values, counts = np.unique(macs, return_counts=True)
+        shared = 0
+        for v, c in zip(values.tolist(), counts.tolist()):
+            if not v:
+                continue
+            mac = mac_text(v)
+            self._learn_sources(mac, records["saddr"].to_numpy()[rows[macs == v]].astype(str))
+            shared += int(c) if self.shared(mac) else 0
+        return shared >= 0.8 * len(rows)
 
     def shared(self, attacker: str) -> bool:
         """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the
