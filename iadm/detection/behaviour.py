@@ -776,9 +776,13 @@ class BehaviourWatch:
             return
         keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
         sports = _ints(c.sport)
-        fast = self.sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
-        slow = self.slow_sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
-        quick = auth & (fast >= self.brute_sessions)
+        # a connection the service took part in: it sent more than a SYN-ACK (a banner, a prompt,
+        # a CONNACK). nmap's OS probes hit an open login port with a new source port each, and the
+        # port answers each with one SYN-ACK or RST: probes, not logins
+        spoke = auth & (c.dpkts >= 2)
+        fast = self.sessions.count(keys, sports, c.stime, spoke, c.order("stime"), c.never)
+        slow = self.slow_sessions.count(keys, sports, c.stime, spoke, c.order("stime"), c.never)
+        quick = spoke & (fast >= self.brute_sessions)
 
         def guessing(i):
             port = int(c.dport[i])
@@ -787,7 +791,7 @@ class BehaviourWatch:
             return Finding(sid, "Theft", "BruteForce", "brute_force", "T1110",
                            f"{AUTH_SERVICES[port]} password guessing: {n} connections from {c.text('saddr', i)} to "
                            f"{c.text('daddr', i)}:{port} within {window:.0f} s")
-        self._mark(found, findings, quick | (auth & (slow >= self.brute_slow_sessions)), keys, guessing)
+        self._mark(found, findings, quick | (spoke & (slow >= self.brute_slow_sessions)), keys, guessing)
         self._logins(c, found, findings, auth, keys)
 
     def _logins(self, c, found, findings, auth, keys) -> None:

@@ -132,6 +132,9 @@ class Responder:
         # (already counted per source over time) or a rule on the record's own fields. A rule on
         # window features (N_IN_Conn_*, which describe the destination) does: see the docstring.
         window_sids = self._window_sids()
+        # A behaviour finding is a count that crossed its threshold over time (5 login sessions,
+        # 20 ports): its one crossing record is the proof, whereas a rule's one record is not.
+        proven = acting & said("behaviour")
         certain = acting & (said("behaviour") | (
             ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
         folded = self.fold.forged(records, attack)
@@ -164,13 +167,15 @@ class Responder:
             # min_records-th acting record in this frame (else its first attack record).
             act = np.sort(ltime[mine[acting[mine]]])
             at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
+            if proven[mine].any():   # a behaviour finding proves it at its first flagged record
+                at = min(at, float(ltime[mine[proven[mine]]].min()))
             if str(ids[k]).startswith("to "):
                 events += self._shape(str(ids[k]), records, verdicts, mine, float(np.sort(ltime[mine])[
                     min(self.min_records, len(mine)) - 1]))
                 continue
             events += self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
                                    int(acting[mine].sum()), float(at), int(certain[mine].sum()),
-                                   mine[acting[mine]])
+                                   mine[acting[mine]], proven=bool(proven[mine].any()))
         return events
 
     def _shape(self, attacker: str, records, verdicts, mine: np.ndarray, at: float) -> list[dict]:
@@ -382,13 +387,13 @@ class Responder:
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
                 total: int, acting: int, at: float | None = None, certain: int = 0,
-                acting_rows: np.ndarray | None = None) -> list[dict]:
+                acting_rows: np.ndarray | None = None, proven: bool = False) -> list[dict]:
         now = at if self.replaying and at is not None else self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
         seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, acting, len(by_rule))
-        enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
-        actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records)
+        enough = proven or flagged >= self.min_records or attacks - flagged >= self.model_min_records
+        actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records or proven)
                       and not self.shared(attacker))
         # A signature this attacker has not been alerted for lately gets its own line even inside
         # the realert period: a null probe first, then the scan it belongs to, are two findings.

@@ -220,6 +220,20 @@ def sessions(n, port=22, step=3.0, src="10.0.0.9", dst="10.0.0.2", last=0.5, sen
     return out
 
 
+def test_probes_that_an_open_login_port_answers_with_one_syn_ack_are_not_logins():
+    # nmap -O: SYNs (and odd flag sets) to the open FTP port, each from a new source port,
+    # answered by one SYN-ACK and reset: 30 connection attempts, no login exchange
+    probes = []
+    for i in range(30):
+        t, sp = T0 + i * 0.05, 40000 + i
+        probes += [(t, frame("10.0.0.9", "10.0.0.2", 6, sp, 21, SYN)),
+                   (t + 0.001, frame("10.0.0.2", "10.0.0.9", 6, 21, sp, SYNACK, smac="00:00:00:00:00:02")),
+                   (t + 0.002, frame("10.0.0.9", "10.0.0.2", 6, sp, 21, RST))]
+    assert not {b.BRUTE_FORCE, b.BRUTE_FORCE_SLOW} & sids(BehaviourWatch()(records(probes)))
+    banners = sessions(12, port=21, step=0.5)   # the same count, each answered by the server's banner
+    assert b.BRUTE_FORCE in sids(BehaviourWatch()(records(banners)))
+
+
 def test_password_guessing_is_many_short_sessions_to_an_auth_service():
     labels = BehaviourWatch()(records(sessions(12, port=1883)))   # MQTT: counted, not login-shaped
     flagged = labels[labels.attack == 1]
