@@ -54,6 +54,12 @@ class ApiError(ValueError):
         return {"error": err}
 
 
+
+def plain_digits(text) -> bool:
+    """Text that int() reads as a non-negative integer: ASCII digits only (str.isdigit() also
+    says yes to superscripts and other scripts' digits, on which int() raises)."""
+    return isinstance(text, str) and text.isascii() and text.isdigit()
+
 def json_object(raw: bytes, error=ApiError) -> dict:
     """A request body that must be one JSON object; `error` (an ApiError class) names what is wrong."""
     try:
@@ -301,7 +307,7 @@ class JsonHandler(BaseHTTPRequestHandler):
         if ctype != "application/json":
             raise ApiError(415, "Content-Type must be application/json")
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not plain_digits(length):
             raise ApiError(411, "Content-Length is required")
         if int(length) > MAX_BODY:
             raise ApiError(413, f"body of {length} bytes is over the {MAX_BODY}-byte limit")

@@ -7,6 +7,7 @@ import time
 
 from iadm.capture.batch import CaptureError
 from iadm.capture.pcapfile import read_pcap
+from iadm.detection.detector import delay_findings
 from iadm.flows.output import RecordWriter
 from iadm.flows.pipeline import FeaturePipeline
 from iadm.progress import ProgressBar
@@ -88,6 +89,9 @@ class Labeller:
         self.attacks += int(verdicts["attack"].sum())
         if self.responder is not None:
             self.responder(frame, verdicts)
+            slowed = delay_findings(frame, verdicts)   # a device's delay out of its history: alert only
+            if slowed:
+                self.responder.findings(slowed)
         for observe in self.observers:
             observe(frame, verdicts)
         return frame.assign(attack=verdicts["attack"].to_numpy(), category=verdicts["category"],

@@ -126,23 +126,24 @@ def wait_for_api(proc, client, timeout: float, what: str, log_path) -> None:
 
 @contextlib.contextmanager
 def gateway_network(controller_port: int = 6653, devices: int = 0, attackers: int = 0, wait: float = 20,
-                    management: bool = False):
+                    management: bool = False, uplink: bool = False):
     """The reference topology, started, connected to the controller at 127.0.0.1:controller_port;
-    with `management`, the monitor host gets the far end of management_link()."""
+    with `management`, the monitor host gets the far end of management_link(); with `uplink`, the
+    router r1 on the last switch port (topology.gateway.uplink_port) and the outside client o1."""
     from mininet.log import setLogLevel
 
     setLogLevel(os.environ.get("IADM_MININET_LOG", "warning"))
     topo_module = load_topology()
     with topology_lock():
         cleanup(topo_module.SWITCH)
-        yield from _started_network(topo_module, controller_port, devices, attackers, wait, management)
+        yield from _started_network(topo_module, controller_port, devices, attackers, wait, management, uplink)
 
 
-def _started_network(topo_module, controller_port, devices, attackers, wait, management):
+def _started_network(topo_module, controller_port, devices, attackers, wait, management, uplink=False):
     from mininet.net import Mininet
     from mininet.node import RemoteController
 
-    net = Mininet(topo=topo_module.GatewayTopo(devices=devices, attackers=attackers),
+    net = Mininet(topo=topo_module.GatewayTopo(devices=devices, attackers=attackers, uplink=uplink),
                   controller=None, autoSetMacs=False, build=False, waitConnected=False)
     class Remote(RemoteController):
         def checkListening(self):
@@ -180,7 +181,7 @@ class ControllerProcess:
 
     def __init__(self, workdir: Path, token: str = "iadm-test-token", framework: str = "osken",
                  python: str = sys.executable, allowlist=("10.0.0.253",), monitor_port="s1-eth3",
-                 alert_only: bool = False, api_host: str = "127.0.0.1"):
+                 alert_only: bool = False, api_host: str = "127.0.0.1", uplink_port: str | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
@@ -191,11 +192,12 @@ class ControllerProcess:
         self.api_port = free_port()
         self.log_path = self.workdir / f"controller-{framework}.log"
         self.config_path = self.workdir / "controller.toml"
-        self.config_path.write_text(
+        self.config_path.write_text((
             f"[openflow]\nport = {self.ofp_port}\nmonitor_port = {monitor_port!r}\n"
+            + (f"uplink_port = {uplink_port!r}\n" if uplink_port else "") +
             f"[blocks]\nstore = {str(self.workdir / 'blocks.sqlite')!r}\nallowlist = {list(allowlist)!r}\n"
             f"alert_only = {str(alert_only).lower()}\n"
-            f"[api]\nhost = {api_host!r}\nport = {self.api_port}\ntoken = {token!r}\n".replace("'", '"'))
+            f"[api]\nhost = {api_host!r}\nport = {self.api_port}\ntoken = {token!r}\n").replace("'", '"'))
         self.proc = None
 
     @property
@@ -238,3 +240,37 @@ class ControllerProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def switch_counters(switch: str = "s1") -> dict:
+    """The verdicts' entries on the switch, read back with ovs-ofctl: per block id, the table-0
+    entry's packets and bytes and, for a rate limit, its meter's packets in and dropped by its band.
+    A drop entry's packets are all dropped; a meter's entry counts what it let through as well."""
+    from iadm.sdn.pipeline import BLOCK_METER_BASE, COOKIE_BLOCK, COOKIE_ID_MASK, COOKIE_KIND_SHIFT
+
+    def ofctl(*args) -> str:
+        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args, switch], capture_output=True, text=True,
+                              check=False).stdout
+    out: dict = {}
+    for line in ofctl("dump-flows").splitlines():
+        fields = dict(part.split("=", 1) for part in line.strip().replace(", ", " ").split(" ")
+                      if "=" in part and part.split("=", 1)[0] in ("cookie", "table", "n_packets", "n_bytes"))
+        if "cookie" not in fields or fields.get("table") != "0":
+            continue
+        cookie = int(fields["cookie"], 16)
+        if cookie >> COOKIE_KIND_SHIFT != COOKIE_BLOCK >> COOKIE_KIND_SHIFT:
+            continue
+        out[cookie & COOKIE_ID_MASK] = {"n_packets": int(fields["n_packets"]), "n_bytes": int(fields["n_bytes"]),
+                                        "drop": "actions=drop" in line or line.rstrip().endswith("actions="),
+                                        "entry": line.strip()}
+    meter = None
+    for line in ofctl("meter-stats").splitlines():
+        words = dict(w.split(":", 1) for w in line.split() if ":" in w)
+        if "meter" in words:
+            meter = int(words["meter"])
+            packets_in = int(words.get("packet_in_count", 0))
+        elif meter is not None and "packet_count" in words and meter >= BLOCK_METER_BASE:
+            block = out.get(meter - BLOCK_METER_BASE)
+            if block is not None:
+                block.update(meter_id=meter, meter_in=packets_in, meter_dropped=int(words["packet_count"]))
+    return out

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from iadm.alerts.log import read_events
 from iadm.alerts.review import SOURCES, AlertFilter, parse_time
-from iadm.httpjson import ApiError, ApiServer, JsonHandler
+from iadm.httpjson import ApiError, ApiServer, JsonHandler, plain_digits
 from iadm.stats.zscore import ENTITIES, FREQUENCY_RANGE, MEASUREMENTS, TOLERANCE_RANGE, SettingError
 
 MAX_PAGE = 1000
@@ -47,7 +47,7 @@ def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
     text = params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    if not plain_digits(text) or not lo <= int(text) <= hi:
         raise ApiError(400, f"{name} must be an integer from {lo} to {hi}", name)
     return int(text)
 
@@ -171,7 +171,7 @@ class _Handler(JsonHandler):
     def feedback(self, measurement, anomaly_id):
         z = self._zscore()
         measurement = self._measurement(measurement)
-        if not anomaly_id.isdigit():
+        if not plain_digits(anomaly_id):
             raise ApiError(404, f"no anomaly {anomaly_id!r}", "anomaly_id")
         doc = self.json_body()
         unknown = sorted(set(doc) - {"verdict"})

@@ -55,6 +55,7 @@ class Decoded:
     src_mac: np.ndarray      # uint64, 0 when the link has no Ethernet header
     l4: np.ndarray           # int32: offset in batch.buf of the transport header (IP) or the ARP header, else -1
     frame: np.ndarray = None  # int64: index of each decoded packet's frame in its batch
+    owd: np.ndarray = None    # float64: one-way delay of a sensor's stamped packet (iadm.flows.owd), NaN: none
     counters: dict = field(default_factory=dict)
 
     def __len__(self):

@@ -14,6 +14,7 @@ import time
 from iadm.alerts.review import parse_time
 from iadm.console.store import COARSE_BUCKET, AlertStore, GroupFilter, StoreError, operator_event
 from iadm.console.vendors import vendor
+from iadm.httpjson import plain_digits
 
 log = logging.getLogger("iadm.console")
 PAGE = 50
@@ -41,7 +42,7 @@ class Console:
     @staticmethod
     def _offset(params: dict) -> int:
         text = params.get("offset", "0") or "0"
-        if not text.isdigit() or int(text) > 10**9:
+        if not plain_digits(text) or int(text) > 10**9:
             raise ConsoleError(400, "offset must be a whole number", "offset")
         return int(text)
 
@@ -63,7 +64,7 @@ class Console:
             self.store.add(event)
 
     def _group(self, group_id: str) -> dict:
-        if not str(group_id).isdigit():
+        if not plain_digits(str(group_id)):
             raise ConsoleError(404, f"no alert group {group_id!r}", "group")
         group = self.store.group(int(group_id))
         if group is None:
@@ -163,7 +164,7 @@ class Console:
         return group
 
     def unblock(self, block_id: str, who: str, group: dict | None = None) -> None:
-        if not str(block_id).isdigit():
+        if not plain_digits(str(block_id)):
             raise ConsoleError(404, f"no block {block_id!r}", "block_id")
         if self.client is None:
             raise ConsoleError(409, "this monitor has no controller (config verdicts.url)")

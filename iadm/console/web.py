@@ -20,6 +20,7 @@ import jinja2
 
 from iadm.console.app import Console, ConsoleError
 from iadm.console.auth import Sessions
+from iadm.httpjson import plain_digits
 
 log = logging.getLogger("iadm.console")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,7 +174,7 @@ class ConsoleSite:
     # --- the wire ----------------------------------------------------------------------------------
     def _form(self, handler) -> dict:
         length = handler.headers.get("Content-Length", "0")
-        if not length.isdigit():
+        if not plain_digits(length):
             raise ConsoleError(411, "Content-Length is required")
         if int(length) > MAX_FORM:
             raise ConsoleError(413, f"form of {length} bytes is over the {MAX_FORM}-byte limit")

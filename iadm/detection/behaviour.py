@@ -3,7 +3,8 @@
 Each watcher counts distinct things (ports, hosts, connections) per key over a time window of
 capture time, the way Snort's portscan and Zeek's scan policy do, with state kept across batches:
 - port_scan: one source probing >= 20 ports of one host within 60 s (payload-free TCP probes or
-  unanswered UDP datagrams), kind from the probes' flags (syn, connect, null, fin, xmas, udp);
+  unanswered UDP datagrams), or >= 12 UDP ports within 2 s none of which answered, kind from the
+  probes' flags (syn, connect, null, fin, xmas, udp);
   a sweep of >= 20 hosts on one port within 60 s (on telnet/SSH ports: Mirai-style guessing);
 - floods from one source: >= 100 new one-way flows to one host within 1 s, or one flow sending
   faster than a protocol's benign ceiling (ICMP 100/s, a SYN-only flow 100/s, one-way UDP 2,000/s);
@@ -570,6 +571,7 @@ class BehaviourWatch:
     MAX_GUESSERS = 65536   # keys whose login count stands, remembered at once
 
     def __init__(self, scan_ports: int = 20, scan_hosts: int = 20, scan_seconds: float = 60.0,
+                 fast_udp_ports: int = 12, fast_udp_seconds: float = 2.0,
                  flood_flows: int = 100, flood_seconds: float = 1.0, flood_sources: int = 50,
                  slow_flood_sources: int = 20, slow_flood_seconds: float = 60.0, slow_reflectors: int = 10, brute_sessions: int = 10,
                  brute_seconds: float = 60.0, brute_slow_sessions: int = 30, brute_slow_seconds: float = 600.0,
@@ -583,6 +585,8 @@ class BehaviourWatch:
         self.login_sessions = login_sessions
         self.http_connections, self.http_parallel = http_connections, http_parallel
         self.ports = Distinct(scan_seconds)
+        self.fast_udp_ports = fast_udp_ports
+        self.udp_ports = Distinct(fast_udp_seconds)
         self.hosts = Distinct(scan_seconds)
         self.flows = Distinct(flood_seconds)
         self.sources = Distinct(flood_seconds)
@@ -649,6 +653,19 @@ class BehaviourWatch:
                                f"{proto} port scan ({kind}): {counts[i]} ports of {c.text('daddr', i)} probed by "
                                f"{c.text('saddr', i)} within {self.ports.window:.0f} s")
             self._mark(found, findings, mask & probe & (counts >= self.scan_ports), keys, scan)
+        # A UDP scan's first burst: nmap sends a dozen or more probes at once, then waits out the
+        # target's ICMP rate limit (one port unreachable a second on Linux), so 20 ports take it
+        # 10 s. No application sends unanswered datagrams to a dozen ports of one host in 2 s: a
+        # host's UDP services are few (DNS, NTP, SNMP, syslog, CoAP), discovery goes to multicast.
+        silent_udp = probe_udp & (c.dpkts == 0)
+        if silent_udp.any():
+            fast = self.udp_ports.count(keys, _ints(c.dport), c.ltime, silent_udp, c.order("ltime"), c.never)
+
+            def burst(i):
+                return Finding(SCAN_UDP, "Reconnaissance", "Service_Scan", "port_scan", "T1046",
+                               f"UDP port scan (udp): {fast[i]} ports of {c.text('daddr', i)} probed by "
+                               f"{c.text('saddr', i)} within {self.udp_ports.window:g} s, none answered")
+            self._mark(found, findings, silent_udp & (fast >= self.fast_udp_ports), keys, burst)
         keys = _combine(_combine(c.saddr_h, c.proto_h), _ints(c.dport))
         counts = self.hosts.count(keys, c.daddr_h, c.ltime, probe, c.order("ltime"), c.never)
 
@@ -759,9 +776,13 @@ class BehaviourWatch:
             return
         keys = _combine(_combine(c.saddr_h, c.daddr_h), _ints(c.dport))
         sports = _ints(c.sport)
-        fast = self.sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
-        slow = self.slow_sessions.count(keys, sports, c.stime, auth, c.order("stime"), c.never)
-        quick = auth & (fast >= self.brute_sessions)
+        # a connection the service took part in: it sent more than a SYN-ACK (a banner, a prompt,
+        # a CONNACK). nmap's OS probes hit an open login port with a new source port each, and the
+        # port answers each with one SYN-ACK or RST: probes, not logins
+        spoke = auth & (c.dpkts >= 2)
+        fast = self.sessions.count(keys, sports, c.stime, spoke, c.order("stime"), c.never)
+        slow = self.slow_sessions.count(keys, sports, c.stime, spoke, c.order("stime"), c.never)
+        quick = spoke & (fast >= self.brute_sessions)
 
         def guessing(i):
             port = int(c.dport[i])
@@ -770,7 +791,7 @@ class BehaviourWatch:
             return Finding(sid, "Theft", "BruteForce", "brute_force", "T1110",
                            f"{AUTH_SERVICES[port]} password guessing: {n} connections from {c.text('saddr', i)} to "
                            f"{c.text('daddr', i)}:{port} within {window:.0f} s")
-        self._mark(found, findings, quick | (auth & (slow >= self.brute_slow_sessions)), keys, guessing)
+        self._mark(found, findings, quick | (spoke & (slow >= self.brute_slow_sessions)), keys, guessing)
         self._logins(c, found, findings, auth, keys)
 
     def _logins(self, c, found, findings, auth, keys) -> None:

@@ -113,3 +113,42 @@ def _distinct_rows(records: pd.DataFrame, features: list, rows: np.ndarray) -> t
         back[unlike] = len(first) + np.arange(len(unlike))
         first = np.concatenate([first, unlike])
     return rows[first], back
+
+
+DELAY_ALERT_EXCESS = 0.005   # seconds above the device's mean delay before an anomaly is an alert line
+
+
+def delay_findings(records: pd.DataFrame, verdicts: pd.DataFrame, excess: float = DELAY_ALERT_EXCESS) -> list:
+    """The devices whose delay the Z-score's delay store found out of its history in these records
+    (verdicts' delay_* columns), one alert-only finding each (sid 2100501): the strongest |z| per
+    device and measurement, among anomalies at least `excess` seconds above the device's mean (a LAN
+    device answering in 0.2 ms instead of 0.1 ms is many deviations off and of no consequence). The
+    device is the one slowed down, not an actor: never a block, and the alert names it as the
+    destination."""
+    if "delay_device" not in verdicts:
+        return []
+    device = verdicts["delay_device"].to_numpy(dtype=object)
+    above = verdicts["delay_excess"].to_numpy(dtype=float) >= excess if "delay_excess" in verdicts else True
+    rows = np.flatnonzero((device != "") & above)
+    if not len(rows):
+        return []
+    from iadm.inspect.finding import SIDS, Finding
+    z = np.abs(verdicts["delay_z"].to_numpy(dtype=float)[rows])
+    which = verdicts["delay_measurement"].to_numpy(dtype=object)[rows]
+    ts = records["ltime"].to_numpy(dtype=float)[rows]
+    value = verdicts["delay_value"].to_numpy(dtype=float)[rows]
+    excess_of = verdicts["delay_excess"].to_numpy(dtype=float)[rows] if "delay_excess" in verdicts else \
+        np.full(len(rows), np.nan)
+    best: dict = {}
+    for k in np.argsort(-z, kind="stable").tolist():
+        best.setdefault((device[rows[k]], which[k]), k)
+    out = []
+    for (dev, measurement), k in best.items():
+        out.append(Finding(ts=float(ts[k]), technique="delay_anomaly", mitre="", category="DoS", subcategory="Delay",
+                           sid=2100501, signature=f"{SIDS[2100501]}: {dev} {measurement} {value[k] * 1000:.1f} ms",
+                           dest_ip=str(dev), evidence={"measurement": str(measurement),
+                                                      "seconds": round(float(value[k]), 6),
+                                                      "above_mean": round(float(excess_of[k]), 6),
+                                                      "z": round(float(z[k]), 3) if np.isfinite(z[k]) else "inf"},
+                           severity=3, block=False))
+    return out

@@ -65,9 +65,13 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
         score = model["score"].to_numpy(dtype=float)
     passed = (objects(rules["action"]) == "pass") if "action" in rules else np.zeros(len(rules), bool)
     model_attack = model_attack & ~passed
+    delay = {}
     if zscore is not None:
         z_attack = zscore["zscore_attack"].to_numpy(dtype=bool) & ~passed
         z_max = zscore["zscore_max"].to_numpy(dtype=float)
+        # a device's delay out of its history (ZScoreDetector's delay store): who, which, how much
+        delay = {name: objects(zscore[name]) if name in ("delay_device", "delay_measurement") else
+                 zscore[name].to_numpy(dtype=float) for name in DELAY_COLUMNS if name in zscore}
     else:
         z_attack = np.zeros(len(rules), dtype=bool)
         z_max = np.full(len(rules), np.nan)
@@ -91,7 +95,10 @@ def fuse(rules: pd.DataFrame, model: pd.DataFrame | None, model_target: str = "a
                          "source": source, "rule_sid": sid.astype(np.int64), "rule_msg": text["msg"],
                          "model_label": model_label, "model_score": score, "zscore": z_max,
                          "technique": np.where(rule_attack, technique, ""), "mitre": np.where(rule_attack, mitre, ""),
-                         "about_destination": about_destination & attack})
+                         "about_destination": about_destination & attack, **delay})
+
+
+DELAY_COLUMNS = ("delay_device", "delay_measurement", "delay_value", "delay_z", "delay_excess")
 
 
 def _source_name(code: int) -> str:

@@ -43,9 +43,15 @@ from iadm.detection.behaviour import AMPLIFIERS
 from iadm.detection.macflood import MacFloodFold
 from iadm.flows.records import mac_text
 from iadm.inspect.finding import format_mac
+from iadm.sdn.verdicts import UPLINK
 
 log = logging.getLogger("iadm.detection")
 PUBLIC_SOURCES = 3
+# A reflection whose answers come from one of these services is dropped by its shape; the others
+# (DNS 53, NTP 123: what LAN hosts ask their own resolvers and time servers) are rate-limited, so
+# the victim's own answers of that shape still get through.
+DROPPED_REFLECTIONS = frozenset(AMPLIFIERS - {53, 123})
+SHAPE_MIN_SOURCES = 10   # distinct sources among a batch's flagged rows before a shape is made of them
 MAX_SOURCES_TRACKED = 65536   # MACs whose public sources are remembered
 
 
@@ -58,6 +64,8 @@ class _Attacker:
     block: dict = field(default_factory=dict)
     sids: dict = field(default_factory=dict)         # signature id -> time of its last alert line
     evidence: deque = field(default_factory=deque)   # (time, records, attack records, rule-flagged)
+    shapes: dict = field(default_factory=dict)       # a victim's: shape (sorted items) -> held until
+    shape_checked: float = 0.0                       # when its flood's shape was last worked out
 
     def weigh(self, now: float, horizon: float, total: int, attacks: int, by_rule: int) -> tuple[int, int, int]:
         self.evidence.append((now, total, attacks, by_rule))
@@ -124,6 +132,9 @@ class Responder:
         # (already counted per source over time) or a rule on the record's own fields. A rule on
         # window features (N_IN_Conn_*, which describe the destination) does: see the docstring.
         window_sids = self._window_sids()
+        # A behaviour finding is a count that crossed its threshold over time (5 login sessions,
+        # 20 ports): its one crossing record is the proof, whereas a rule's one record is not.
+        proven = acting & said("behaviour")
         certain = acting & (said("behaviour") | (
             ~np.isin(verdicts["rule_sid"].to_numpy(), window_sids) if window_sids is not None else False))
         folded = self.fold.forged(records, attack)
@@ -156,18 +167,21 @@ class Responder:
             # min_records-th acting record in this frame (else its first attack record).
             act = np.sort(ltime[mine[acting[mine]]])
             at = act[min(self.min_records, len(act)) - 1] if len(act) else ltime[mine].min()
+            if proven[mine].any():   # a behaviour finding proves it at its first flagged record
+                at = min(at, float(ltime[mine[proven[mine]]].min()))
             if str(ids[k]).startswith("to "):
                 events += self._shape(str(ids[k]), records, verdicts, mine, float(np.sort(ltime[mine])[
                     min(self.min_records, len(mine)) - 1]))
                 continue
             events += self._decide(str(ids[k]), records, verdicts, mine, mine[by_rule[mine]], int(totals[k]),
                                    int(acting[mine].sum()), float(at), int(certain[mine].sum()),
-                                   mine[acting[mine]])
+                                   mine[acting[mine]], proven=bool(proven[mine].any()))
         return events
 
     def _shape(self, attacker: str, records, verdicts, mine: np.ndarray, at: float) -> list[dict]:
         """A flood on one victim from many sources (or reflected at it): no source to block, so
-        the verdict is the attack's shape, rate-limited (what is under the rate still passes).
+        the verdict is the attack's shape, rate-limited (what is under the rate still passes), or
+        dropped when it is UDP from a reflector service's port (DROPPED_REFLECTIONS).
         One per victim and finding: a DNS reflection on a host already rate-limited for a SYN
         flood gets its own shape."""
         now = at if self.replaying else self.clock()
@@ -179,16 +193,47 @@ class Responder:
             state.unreported += len(rows)
             seen, _, _ = state.weigh(now, self.evidence_seconds, len(rows), len(rows), len(rows))
             verdict = None
-            ready = now >= state.held_until and seen >= self.min_records and self.client is not None
-            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if ready else None
+            # While one shape of this victim and finding stands, a flood of another shape (the same
+            # finding on another port or protocol) gets its own verdict: the shape is worked out
+            # again at most once a second, and only a shape not already held is sent.
+            ready = ((now >= state.held_until or now >= state.shape_checked + 1.0)
+                     and seen >= self.min_records and self.client is not None)
+            # A shape answers a flood from many sources, or one behind a router's MAC. Flagged rows of
+            # LAN hosts from a handful of sources (a scan passing by while the count of a flood's
+            # sources stands) are not one: a shape made of them (all TCP to the victim, no port
+            # shared) would limit the victim's benign traffic; those hosts answer for themselves.
+            many = ready and (self._from_shared_macs(records, rows)
+                              or records["saddr"].iloc[rows].nunique() >= SHAPE_MIN_SOURCES)
+            shape = _attack_shape(records.iloc[rows], attacker.removeprefix("to ")) if many else None
+            if shape:
+                state.shape_checked = now
+                if now < state.shapes.get(tuple(sorted(shape.items())), 0.0):
+                    shape = None
             if shape:
                 row = int(rows[0])
                 reason = (f"{verdicts['category'].iat[row]}/{verdicts['subcategory'].iat[row]}: "
                           f"{verdicts['rule_msg'].iat[row]}")
-                verdict = self._request(shape, reason, f"iadm-monitor behaviour sid {int(sid)}",
-                                        str(verdicts["category"].iat[row]), "behaviour", now, action="rate_limit",
-                                        rate_pps=self.shaped_rate_pps)
-                state.held_until = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                source = f"iadm-monitor behaviour sid {int(sid)}"
+                category = str(verdicts["category"].iat[row])
+                # Through the uplink (its packets carry a router's MAC): only what enters there, so
+                # the LAN's own traffic of the same shape is left alone; without the narrowing when
+                # the controller has no uplink port to resolve it to.
+                narrowed = [{**shape, "in_port": UPLINK}] if self._through_uplink(records, rows) else []
+                for candidate in narrowed + [shape]:
+                    verdict = None
+                    if shape.get("ip_proto") == 17 and shape.get("src_port") in DROPPED_REFLECTIONS:
+                        # answers from a reflector service the victim is no client of: dropped
+                        verdict = self._request(candidate, f"{reason} (dropped: UDP from reflectors' port "
+                                                f"{shape['src_port']})", source, category, "behaviour", now,
+                                                action="block")
+                    if verdict is None or "error" in verdict:   # else (or refused: an allowlisted victim): limited
+                        verdict = self._request(candidate, reason, source, category, "behaviour", now,
+                                                action="rate_limit", rate_pps=self.shaped_rate_pps)
+                    if "error" not in verdict:
+                        break
+                held = now + (self.block_seconds if "block_id" in verdict else self.realert_seconds)
+                state.shapes[tuple(sorted(shape.items()))] = held
+                state.held_until = max(state.held_until, held) if "block_id" in verdict else held
             elif now - state.last_alert < self.realert_seconds:
                 continue
             events.append(self._alert(attacker, state, records, verdicts, rows, rows[:1], now, verdict))
@@ -286,6 +331,30 @@ class Responder:
         state.last_alert, state.unreported = now, 0
         return event
 
+    def _through_uplink(self, records, rows) -> bool:
+        """Most of a flood's records came from a router's MAC: it entered through the uplink."""
+        if self.uplink is None or not self.uplink.routers or "smac" not in records:
+            return False
+        macs = records["smac"].to_numpy()[rows]
+        values, counts = np.unique(macs, return_counts=True)
+        routed = sum(int(c) for v, c in zip(values.tolist(), counts.tolist()) if mac_text(v) in self.uplink.routers)
+        return routed >= 0.8 * len(rows)
+
+    def _from_shared_macs(self, records, rows) -> bool:
+        """Most of these records came from MACs that carry others' traffic (a router's)."""
+        if "smac" not in records:
+            return False
+        macs = records["smac"].to_numpy()[rows]
+        values, counts = np.unique(macs, return_counts=True)
+        shared = 0
+        for v, c in zip(values.tolist(), counts.tolist()):
+            if not v:
+                continue
+            mac = mac_text(v)
+            self._learn_sources(mac, records["saddr"].to_numpy()[rows[macs == v]].astype(str))
+            shared += int(c) if self.shared(mac) else 0
+        return shared >= 0.8 * len(rows)
+
     def shared(self, attacker: str) -> bool:
         """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the
         uplink: blocking it would cut the gateway off, so it is never blocked by MAC. Until a
@@ -318,13 +387,13 @@ class Responder:
 
     def _decide(self, attacker: str, records, verdicts, mine: np.ndarray, by_rule: np.ndarray,
                 total: int, acting: int, at: float | None = None, certain: int = 0,
-                acting_rows: np.ndarray | None = None) -> list[dict]:
+                acting_rows: np.ndarray | None = None, proven: bool = False) -> list[dict]:
         now = at if self.replaying and at is not None else self.clock()
         state = self.attackers.setdefault(attacker, _Attacker())
         state.unreported += len(mine)
         seen, attacks, flagged = state.weigh(now, self.evidence_seconds, total, acting, len(by_rule))
-        enough = flagged >= self.min_records or attacks - flagged >= self.model_min_records
-        actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records)
+        enough = proven or flagged >= self.min_records or attacks - flagged >= self.model_min_records
+        actionable = (enough and (attacks >= self.min_share * seen or certain >= self.min_records or proven)
                       and not self.shared(attacker))
         # A signature this attacker has not been alerted for lately gets its own line even inside
         # the realert period: a null probe first, then the scan it belongs to, are two findings.
@@ -431,6 +500,9 @@ class Responder:
             "records": state.unreported,
             "first_seen": float(R["stime"][mine].min()),
         }
+        delayed = _delay_of(V, row)
+        if delayed:   # a device's delay out of its history (the Z-score's per-device delay store)
+            event["delay"] = delayed
         if verdict is not None:
             event["verdict"] = verdict
             state.block = verdict
@@ -532,6 +604,23 @@ def _signature(verdicts, row: int, sid: int, model_name: str) -> str:
     if "model" in verdicts["source"][row]:
         return f"model {model_name}: {verdicts['model_label'][row]} (score {verdicts['model_score'][row]:.2f})"
     return f"z-score anomaly in {verdicts['subcategory'][row]}: |z| = {verdicts['zscore'][row]:.1f}"
+
+
+def _delay_of(verdicts, row: int) -> dict | None:
+    """The record's device-delay anomaly (ZScoreDetector's delay store), for the alert: the device,
+    which delay (synack, answer, owd), its value in seconds and its z; None when it has none."""
+    if "delay_device" not in verdicts:
+        return None
+    device = verdicts["delay_device"][row]
+    if not isinstance(device, str) or not device:
+        return None
+    return {"device": device, "measurement": str(verdicts["delay_measurement"][row]),
+            "seconds": _seconds(verdicts["delay_value"][row]), "z": _finite(verdicts["delay_z"][row])}
+
+
+def _seconds(value):
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
 
 
 def _finite(value):

@@ -25,7 +25,7 @@ WINDOW_COLUMNS = [
     "Pkts_P_State_P_Protocol_P_SrcIP",
 ]
 LABEL_COLUMNS = ["attack", "category", "subcategory"]
-EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer", "gateway"]
+EXTRA_COLUMNS = ["smac", "sflags", "dflags", "rule_sid", "synack", "ackdat", "answer", "owd", "gateway"]
 RECORD_COLUMNS = BASE_COLUMNS + WINDOW_COLUMNS
 CSV_COLUMNS = RECORD_COLUMNS + LABEL_COLUMNS + EXTRA_COLUMNS
 
@@ -182,7 +182,8 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
     """A record frame from the flow table's rows (iadm.flows.table): the status records'
     own values, or (merged) the flow records' (racluster's fold of the status records).
     Running records (the flow so far, at each status record) also say what their status
-    record added: new_pkts and new_bytes, so a consumer that sums traffic needs no flow state."""
+    record added: new_pkts and new_bytes, so a consumer that sums traffic needs no flow state,
+    and new_delay, which of the flow's delays (synack, answer) they are the first to carry."""
     from iadm.flows import table as t
     if not len(of):
         return pd.DataFrame(columns=BASE_COLUMNS + EXTRA_COLUMNS)
@@ -237,10 +238,16 @@ def make_records(of: np.ndarray, oi: np.ndarray, key_words: np.ndarray, seqs: np
         "synack": of[:, t.O_SYNACK], "ackdat": of[:, t.O_ACKDAT],
         # UDP: the source's first packet to the destination's first answer (DNS, NTP, CoAP, ...)
         "answer": of[:, t.O_ANSWER],
+        # a sensor's one-way delay from its own send-time stamps, above its least one lately
+        # (iadm.flows.owd): the record's stamped source packets; empty where none
+        "owd": of[:, t.O_OWD],
     }, copy=False)   # fresh arrays: no copy into consolidated blocks
     if running:
         frame["new_pkts"] = oi[:, t.O_SPKTS] + oi[:, t.O_DPKTS]
         frame["new_bytes"] = oi[:, t.O_SBYTES] + oi[:, t.O_DBYTES]
+        # bit 0: the first record of its flow to carry synack, bit 1: answer (iadm.stats.zscore's
+        # per-device delay counts each flow's handshake and answer once)
+        frame["new_delay"] = oi[:, t.O_NEWDELAY]
     # The addresses as numbers, for the window aggregates (which would otherwise hash the text).
     frame.attrs["addresses"] = NumericAddresses(s_hi, s_lo, d_hi, d_lo)
     return frame

@@ -48,26 +48,28 @@ KEY_WORDS = 5
 # Slot columns. Float: the open status record (R_*), the flow record so far (M_*), the flow's
 # last packet and the open record's deadline.
 R_START, R_LAST, M_STIME, M_LTIME, M_SUM, M_SUMSQ, M_MIN, M_MAX, F_LAST, H_SYN, H_SYNACK, H_ACK, H_ASK, \
-    H_ANSWER, R_SFIRST = range(15)
-NSF = 15
+    H_ANSWER, R_SFIRST, R_OWDSUM, R_OWDN, M_OWDSUM, M_OWDN = range(19)
+NSF = 19
 # Int: record counts and flags, the flow's flags so far (for TCP state), flow-record totals,
 # the record generation (stale deadline entries), key fields, and bookkeeping.
 (R_SPKTS, R_DPKTS, R_SBYTES, R_DBYTES, R_SFLAGS, R_DFLAGS, F_SFLAGS, F_DFLAGS, M_SPKTS, M_DPKTS,
  M_SBYTES, M_DBYTES, M_NREC, GEN, DIR, SMAC, PROTO, SPORT, DPORT, ICMP_T, ICMP_C, FRESH, EXPIRED,
- M_STATE, F_SYN, F_NREC, F_SA) = range(27)
-NSI = 27
+ M_STATE, F_SYN, F_NREC, F_SA, F_DSEEN) = range(28)
+NSI = 28
+# F_DSEEN: which of the flow's delays (bit 0 synack, bit 1 answer) a record has already carried
 # F_SA: a TCP flow life that began with a SYN-ACK (Argus takes its sender for the source until
 # the connection shows otherwise): pending, turned round, or settled by a RST.
 SA_NONE, SA_PENDING, SA_TURNED, SA_SETTLED = 0, 1, 2, 3
 
 # Row buffer columns: one row per record written (a closed status record with the flow record
 # so far, or a final flow record).
-O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK, O_ACKDAT, O_ANSWER = range(11)
-NOF = 11
+O_STIME, O_LTIME, O_MSTIME, O_MLTIME, O_MSUM, O_MSUMSQ, O_MMIN, O_MMAX, O_SYNACK, O_ACKDAT, O_ANSWER, \
+    O_OWD = range(12)
+NOF = 12
 (O_SLOT, O_FINAL, O_DIR, O_SMAC, O_SPKTS, O_DPKTS, O_SBYTES, O_DBYTES, O_STATE, O_SFLAGS, O_DFLAGS,
  O_MSPKTS, O_MDPKTS, O_MSBYTES, O_MDBYTES, O_MNREC, O_MSTATE, O_PROTO, O_SPORT, O_DPORT, O_FSFLAGS,
- O_FDFLAGS) = range(22)
-NOI = 22
+ O_FDFLAGS, O_NEWDELAY) = range(23)
+NOI = 23
 
 # Queue state: [head, tail] of the deadline ring and of the silence ring, and how many slots
 # the pass listed in `gone` (flow records that ended on their timeout).
@@ -75,6 +77,7 @@ Q_HEAD, Q_TAIL, X_HEAD, X_TAIL, Q_GONE = range(5)
 
 TH_SYN, TH_RST, TH_ACK = 0x02, 0x04, 0x10
 INF = np.inf
+_NO_OWD = np.zeros(0)   # a batch without sensor stamps
 
 
 @njit(cache=True, nogil=True)
@@ -129,6 +132,7 @@ def _open_flow(SI, s, sw, proto, sport, dport, icmp_t, icmp_c, flags):
     SI[s, F_SYN] = 1 if proto == 6 and flags & TH_SYN and not flags & TH_ACK else 0
     SI[s, F_SA] = SA_PENDING if proto == 6 and flags & TH_SYN and flags & TH_ACK else SA_NONE
     SI[s, F_NREC] = 0
+    SI[s, F_DSEEN] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -188,6 +192,7 @@ def _reset_flow_record(SI, SF, s):
     SI[s, M_SPKTS] = SI[s, M_DPKTS] = SI[s, M_SBYTES] = SI[s, M_DBYTES] = SI[s, M_NREC] = 0
     SI[s, M_STATE] = 0
     SI[s, EXPIRED] = 0
+    SF[s, M_OWDSUM] = SF[s, M_OWDN] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -232,6 +237,9 @@ def _close_record(SI, SF, OF, OI, n, s):
     SI[s, M_SBYTES] += SI[s, R_SBYTES]
     SI[s, M_DBYTES] += SI[s, R_DBYTES]
     SI[s, M_NREC] += 1
+    owd = SF[s, R_OWDSUM] / SF[s, R_OWDN] if SF[s, R_OWDN] > 0 else np.nan
+    SF[s, M_OWDSUM] += SF[s, R_OWDSUM]
+    SF[s, M_OWDN] += SF[s, R_OWDN]
     state = state_number(SI[s, PROTO], SI[s, R_SFLAGS], SI[s, R_DFLAGS], SI[s, F_SFLAGS], SI[s, F_DFLAGS],
                          SI[s, F_SYN], SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, F_NREC], SI[s, ICMP_T],
                          SI[s, ICMP_C], SI[s, F_SA] == SA_TURNED)
@@ -242,7 +250,18 @@ def _close_record(SI, SF, OF, OI, n, s):
     OI[n, O_SPKTS], OI[n, O_DPKTS], OI[n, O_SBYTES], OI[n, O_DBYTES] = \
         SI[s, R_SPKTS], SI[s, R_DPKTS], SI[s, R_SBYTES], SI[s, R_DBYTES]
     OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = state, SI[s, R_SFLAGS], SI[s, R_DFLAGS]
+    OF[n, O_OWD] = owd     # this status record's stamped source packets (running rows too)
+    # the delays this record is the first to carry (a running record's new_delay): a detector that
+    # measures each flow's handshake once needs no flow state
+    new = 0
+    if OF[n, O_SYNACK] == OF[n, O_SYNACK] and not SI[s, F_DSEEN] & 1:
+        new |= 1
+    if OF[n, O_ANSWER] == OF[n, O_ANSWER] and not SI[s, F_DSEEN] & 2:
+        new |= 2
+    SI[s, F_DSEEN] |= new
+    OI[n, O_NEWDELAY] = new
     SF[s, R_START], SF[s, R_LAST], SF[s, R_SFIRST] = INF, -INF, INF
+    SF[s, R_OWDSUM] = SF[s, R_OWDN] = 0.0
     SI[s, R_SPKTS] = SI[s, R_DPKTS] = SI[s, R_SBYTES] = SI[s, R_DBYTES] = SI[s, R_SFLAGS] = SI[s, R_DFLAGS] = 0
 
 
@@ -253,10 +272,12 @@ def _final_row(SI, SF, OF, OI, n, s):
     OF[n, O_STIME], OF[n, O_LTIME] = SF[s, M_STIME], SF[s, M_LTIME]
     OI[n, O_SPKTS] = OI[n, O_DPKTS] = OI[n, O_SBYTES] = OI[n, O_DBYTES] = 0
     OI[n, O_STATE], OI[n, O_SFLAGS], OI[n, O_DFLAGS] = SI[s, M_STATE], 0, 0
+    OF[n, O_OWD] = SF[s, M_OWDSUM] / SF[s, M_OWDN] if SF[s, M_OWDN] > 0 else np.nan   # the whole flow's
+    OI[n, O_NEWDELAY] = 0
 
 
 @njit(cache=True, nogil=True)
-def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_t, icmp_c, lo, hi, until,
+def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_t, icmp_c, owd, lo, hi, until,
          SI, SF, due_slot, due_gen, due_at, quiet_slot, quiet_gen, quiet_at, Q, gone, OF, OI, interval, idle,
          flow_timeout):
     """Packets lo..hi-1 into their flows and records out, in time order; then the deadlines up to
@@ -346,6 +367,9 @@ def _run(clock, ts, slot, swap, wirelen, flags, macs, proto, sport, dport, icmp_
             # The latest source-direction sender: a host that reuses a flow key someone
             # else opened (forged sources repeat) answers for what it sends now.
             SI[s, SMAC] = macs[i]
+            if len(owd) and owd[i] == owd[i]:   # a sensor's send-time stamp (iadm.flows.owd; empty: none)
+                SF[s, R_OWDSUM] += owd[i]
+                SF[s, R_OWDN] += 1.0
         else:
             SI[s, R_DPKTS] += 1
             SI[s, R_DBYTES] += wirelen[i]
@@ -502,6 +526,7 @@ class FlowTable:
         self.SI[slots, EXPIRED] = 0
         self.SF[slots, R_START], self.SF[slots, R_LAST], self.SF[slots, F_LAST] = np.inf, -np.inf, -np.inf
         self.SF[slots, R_SFIRST] = np.inf
+        self.SF[slots, R_OWDSUM] = self.SF[slots, R_OWDN] = 0.0
         self.SI[slots, R_SPKTS:R_DFLAGS + 1] = 0
         self.active[slots] = True
         self.stats["flows_created"] += len(slots)
@@ -513,7 +538,8 @@ class FlowTable:
         else:
             sl = slice(lo, hi)
             args = (p.ts[sl], slot, self._swap, p.wirelen[sl], p.tcp_flags[sl], p.src_mac[sl], p.proto[sl],
-                    p.sport[sl], p.dport[sl], p.icmp_type[sl], p.icmp_code[sl])
+                    p.sport[sl], p.dport[sl], p.icmp_type[sl], p.icmp_code[sl],
+                    p.owd[sl] if p.owd is not None and len(p.owd) else _NO_OWD)
             self._empty = tuple(a[:0] for a in args)   # same types for a quiet pass: no second compile
             clock = clock[sl]
             start, end = 0, hi - lo

@@ -49,6 +49,7 @@ SIDS = {
     2100302: "Refused logins with one password again and again: a client configured wrongly (no guessing)",
     2100303: "MQTT password guessing: the broker refused one client's CONNECTs again and again",
     2100304: "HTTP password guessing: 401 to one client again and again, with many passwords",
+    2100501: "Delay: a device's delay out of its own history (z-score)",
 }
 
 

@@ -14,10 +14,16 @@ generator exits). A flow that straddles an edge is labelled by the window it
 overlaps; if it overlaps two windows of the same host, the one it overlaps most.
 The source MAC, not the source address, decides, so forged-source floods are
 labelled by who really sent them. Everything else is Normal.
+
+A window through the uplink (its host the router r1, whose MAC every packet from outside
+carries, benign ones too) also names the prefix its sources were forged in (`src_net`): there
+the record's source address must be inside it as well.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import ipaddress
 
 import numpy as np
 import pandas as pd
@@ -37,6 +43,7 @@ class Window:
     category: str
     subcategory: str
     technique: str = ""     # what an alert should name (alert.metadata.technique)
+    src_net: str = ""       # through the uplink: the prefix of the forged sources ("" on the LAN)
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -44,6 +51,20 @@ class Window:
 
 def _mac_int(text: str) -> int:
     return int(text.replace(":", ""), 16)
+
+
+def in_prefix(addresses, prefix: str) -> np.ndarray:
+    """Per address (text), whether it is an IPv4 address inside `prefix`; parsed once per distinct value."""
+    net = ipaddress.IPv4Network(prefix)
+    values, inverse = np.unique(np.asarray(addresses, dtype=object).astype(str), return_inverse=True)
+
+    def inside(text: str) -> bool:
+        try:
+            return ipaddress.IPv4Address(text) in net
+        except ValueError:
+            return False
+    return np.array([inside(v) for v in values], dtype=bool)[inverse.ravel()] if len(values) else \
+        np.zeros(0, dtype=bool)
 
 
 def label_by_windows(records: pd.DataFrame, windows: list[Window], grace: float = GRACE) -> pd.DataFrame:
@@ -57,6 +78,8 @@ def label_by_windows(records: pd.DataFrame, windows: list[Window], grace: float 
     best_overlap = np.full(len(out), -np.inf)
     for i, w in enumerate(windows):
         mine = np.isin(smac, np.array([_mac_int(m) for m in w.macs], dtype=np.uint64))
+        if getattr(w, "src_net", ""):
+            mine &= in_prefix(out["saddr"].to_numpy(), w.src_net)
         overlap = np.minimum(ltime, w.end + grace) - np.maximum(stime, w.start)
         inside = mine & (stime <= w.end + grace) & (ltime >= w.start) & (overlap > best_overlap)
         best[inside] = i

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iadm.scenario.label import Window
-from iadm.scenario.spec import SERVICE_PORTS, Attack, Scenario, host_ip, host_mac
-from iadm.testbed import (MGMT_CONTROLLER, MGMT_MONITOR, ROOT, ControllerProcess, gateway_network,
-                          management_link)
+from iadm.scenario.spec import QUEUE_MS, SERVICE_PORTS, Attack, Scenario, host_ip, host_mac
+from iadm.testbed import (MGMT_CONTROLLER, MGMT_MONITOR, ROOT, ControllerProcess, gateway_network, load_topology,
+                          management_link, switch_counters)
 
 TRAFFIC = ROOT / "scripts" / "traffic"
 TOKEN = "iadm-scenario-token"
@@ -39,10 +39,14 @@ class RunResult:
     victim_pcaps: dict = field(default_factory=dict)  # target host -> pcap of what came from attackers
     alert_log: Path | None = None
     detect: bool = False
+    switch: dict = field(default_factory=dict)        # block id -> its entry's (and meter's) counters, at the end
+    uplink_port: str = ""                             # the router r1's switch port ("" without an uplink)
+    queued: dict = field(default_factory=dict)        # host -> seconds its shaped link's queue may hold
 
     def save(self) -> None:
         doc = {"t0": self.t0, "windows": [w.as_json() for w in self.windows], "devices": self.devices,
                "generators": self.generators, "blocks": self.blocks, "detect": self.detect,
+               "switch": self.switch, "uplink_port": self.uplink_port, "queued": self.queued,
                "pcap": str(self.pcap), "victim_pcaps": {k: str(v) for k, v in self.victim_pcaps.items()},
                "alert_log": str(self.alert_log) if self.alert_log else None}
         (self.outdir / "run.json").write_text(json.dumps(doc, indent=2))
@@ -53,7 +57,9 @@ class RunResult:
         return cls(outdir=Path(outdir), t0=doc["t0"], windows=[Window(**w) for w in doc["windows"]],
                    devices=doc["devices"], generators=doc["generators"], blocks=doc["blocks"],
                    pcap=Path(doc["pcap"]), victim_pcaps={k: Path(v) for k, v in doc["victim_pcaps"].items()},
-                   alert_log=Path(doc["alert_log"]) if doc["alert_log"] else None, detect=doc["detect"])
+                   alert_log=Path(doc["alert_log"]) if doc["alert_log"] else None, detect=doc["detect"],
+                   switch={int(k): v for k, v in doc.get("switch", {}).items()},
+                   uplink_port=doc.get("uplink_port", ""), queued=doc.get("queued", {}))
 
 
 def _py(script: str, *args) -> list[str]:
@@ -64,6 +70,14 @@ def attack_command(attack: Attack, host: str) -> list[str]:
     """The generator of one attacking host; a DDoS shares the rate among its hosts."""
     target, rate, seconds = host_ip(attack.target), attack.rate / len(attack.hosts), attack.duration
     kind = attack.kind
+    if kind == "reflection":   # from r1: answers of many reflectors, from their service port to random ports
+        return _py("flood.py", "--iface", f"{host}-eth0", "--dst", target, "--dst-mac", host_mac(attack.target),
+                   "--udp", "--src-net", attack.src_net, "--sources", attack.sources, "--sport", attack.port or 161,
+                   "--dport", 0, "--payload", attack.payload, "--rate", int(rate), "--duration", seconds)
+    if kind in ("syn-flood", "udp-flood") and attack.uplink:   # forged outside sources, through r1
+        return _py("flood.py", "--iface", f"{host}-eth0", "--dst", target, "--dst-mac", host_mac(attack.target),
+                   "--dport", attack.port or (80 if kind == "syn-flood" else 9), "--rate", int(rate),
+                   "--duration", seconds, "--src-net", attack.src_net) + (["--udp"] if kind == "udp-flood" else [])
     if kind in ("syn-flood", "udp-flood"):
         port = attack.port or (80 if kind == "syn-flood" else 9)   # UDP 9 (discard) is closed: no answers
         return _py("flood.py", "--iface", f"{host}-eth0", "--dst", target, "--dst-mac", host_mac(attack.target),
@@ -142,15 +156,21 @@ def _wait_for(path: Path, text: str, proc, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} not ready within {timeout}s; see {path}")
 
 
-def monitor_config(outdir: Path, api_url: str | None) -> Path:
+def monitor_config(outdir: Path, api_url: str | None, uplink: bool = False, shaped_rate_pps: int = 0) -> Path:
     path = outdir / "monitor.toml"
     verdicts = f'url = "{api_url}"\ntoken = "{TOKEN}"\n' if api_url else ""
+    if shaped_rate_pps:
+        verdicts += f"shaped_rate_pps = {shaped_rate_pps}\n"
+    # The reference topology has no router unless the scenario asks for the uplink; with it, r1's
+    # MAC is a router's from the start (the monitor would also learn it from Host2's answers).
+    router = f'uplink_macs = ["{host_mac("r1")}"]\n' if uplink else 'no_uplink = true\n'
+
     path.write_text(
         f'[rules]\nfiles = ["{ROOT / "rules" / "iot.rules"}"]\nvariables = "{ROOT / "topology" / "variables.conf"}"\n'
         f'[model]\npath = "{ROOT / "models" / "default"}"\n'
         f'[flows]\nstatus_interval = {STATUS_INTERVAL}\n'
         f'[verdicts]\n{verdicts}block_seconds = 300\n'
-        f'no_uplink = true\n'   # the reference topology: controller, switch, hosts, monitor; no router
+        f'{router}'
         f'[alerts]\nlog = "{outdir / "alerts.json"}"\n'
         f'[zscore]\ndb = "{outdir / "zscore.sqlite"}"\n'
         f'[api]\nhost = "{MGMT_MONITOR}"\nport = {OPERATOR_PORT}\ntoken = "{TOKEN}"\n'
@@ -208,12 +228,16 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
         (outdir / stale).unlink(missing_ok=True)
     result = RunResult(outdir=outdir, t0=0.0, windows=[], detect=detect, pcap=outdir / "monitor.pcap",
                        alert_log=outdir / "alerts.json" if detect else None)
+    uplink = {}
+    if scenario.uplink:   # the router's port is the uplink; the router itself is a critical host
+        result.uplink_port = load_topology().uplink_port(scenario.devices, scenario.attackers)
+        uplink = {"uplink_port": result.uplink_port, "allowlist": ("10.0.0.253", host_ip("r1"))}
     with management_link(), ControllerProcess(outdir, token=TOKEN, api_host=MGMT_CONTROLLER,
-                                              alert_only=alert_only) as controller:
+                                              alert_only=alert_only, **uplink) as controller:
         say(f"controller up: OpenFlow 127.0.0.1:{controller.ofp_port}, verdict API {controller.url}"
             f"{' (alert-only)' if alert_only else ''}")
         with gateway_network(controller.ofp_port, devices=scenario.devices, attackers=scenario.attackers,
-                             management=True) as net:
+                             management=True, uplink=scenario.uplink) as net:
             procs = _Procs(logs)
             try:
                 _run(scenario, net, controller, procs, result, detect, say, before_teardown)
@@ -224,11 +248,26 @@ def run_scenario(scenario: Scenario, outdir: Path, detect: bool = True, alert_on
     return result
 
 
+def _shape_link(net, host: str, kbit: int, say) -> None:
+    """The switch's port toward `host` (in the root namespace) behind a token bucket: what the
+    switch sends there waits in a queue of at most QUEUE_MS, and a flood fills it."""
+    port = net.get(host).connectionsTo(net.get("s1"))[0][1]   # (the host's end, the switch's end)
+    burst = max(2, kbit // 8 // 100)   # kbytes: a hundredth of a second at the rate
+    done = subprocess.run(["tc", "qdisc", "replace", "dev", port.name, "root", "tbf", "rate", f"{kbit}kbit",
+                           "burst", f"{burst}kb", "latency", f"{QUEUE_MS}ms"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"tc on {port.name}: {done.stderr.strip()}")
+    say(f"link toward {host} shaped: {port.name} {kbit:,} kbit/s, a {QUEUE_MS} ms queue")
+
+
 def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, detect: bool, say,
          before_teardown) -> None:
     outdir = result.outdir
     names = [h.name for h in net.hosts]
     say(f"topology up: {', '.join(names)}; switch s1 (userspace OVS, OpenFlow 1.3)")
+    for name, kbit in scenario.shaped_links.items():
+        _shape_link(net, name, kbit, say)
+        result.queued[name] = QUEUE_MS / 1000.0
     monitor = net.get("monitor")
     tcpdump = procs.start(monitor, ["tcpdump", "-i", "monitor-eth0", "-n", "-B", "65536", "-w",
                                     str(result.pcap)], "tcpdump-monitor")
@@ -240,17 +279,21 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
             host.cmd("ping -n -c1 -W1 10.0.0.2 >/dev/null 2>&1 || true")
     captures = [tcpdump]
     for target in sorted({a.target for a in scenario.attacks}):
-        macs = sorted({host_mac(h) for a in scenario.attacks if a.target == target for h in a.hosts})
+        # what came from the attackers: by MAC on the LAN; through the uplink, by r1's MAC and the
+        # forged prefix (o1's benign traffic carries r1's MAC too)
+        wanted = sorted({f"ether src {host_mac(h)}" if not a.src_net else
+                         f"(ether src {host_mac(h)} and src net {a.src_net})"
+                         for a in scenario.attacks if a.target == target for h in a.hosts})
         pcap = outdir / f"victim-{target}.pcap"
         proc = procs.start(net.get(target), ["tcpdump", "-i", f"{target}-eth0", "-n", "-B", "65536", "-w",
-                                             str(pcap), " or ".join(f"ether src {m}" for m in macs)],
+                                             str(pcap), " or ".join(wanted)],
                            f"tcpdump-{target}")
         _wait_for(procs.logdir / f"tcpdump-{target}.log", "listening on", proc, 10, f"tcpdump on {target}")
         result.victim_pcaps[target] = pcap
         captures.append(proc)
     live = None
     if detect:
-        config = monitor_config(outdir, controller.url)
+        config = monitor_config(outdir, controller.url, scenario.uplink, scenario.shaped_rate_pps)
         live = procs.start(monitor, [sys.executable, "-m", "iadm.cli", "monitor", "--iface", "monitor-eth0",
                                      "--config", str(config)], "monitor")
         _wait_for(procs.logdir / "monitor.log", "] packets", live, 60, "iadm monitor")
@@ -294,7 +337,8 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
                 end = time.time()
                 running.remove(item)
                 window = Window(attack.name, attack.kind, attack.hosts, [host_mac(h) for h in attack.hosts],
-                                attack.target, start, end, attack.category, attack.subcategory, attack.technique)
+                                attack.target, start, end, attack.category, attack.subcategory, attack.technique,
+                                attack.src_net)
                 result.windows.append(window)
                 say(f"  t+{end - t0:5.1f}s  {attack.name}: ended{' (killed: overran)' if overdue else ''}")
         time.sleep(0.02)
@@ -309,6 +353,7 @@ def _run(scenario: Scenario, net, controller, procs: _Procs, result: RunResult, 
     for path in sorted(procs.logdir.glob("attack-*.log")):
         result.generators[path.stem] = path.read_text(errors="replace")[-400:]
     time.sleep(0.5)   # the last packets reach the captures
+    result.switch = switch_counters()   # the verdicts' entries and meters, before anything expires
     if before_teardown is not None:
         before_teardown(net, controller)
     if live is not None:

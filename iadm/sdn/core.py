@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from iadm.sdn import pipeline, sharing
 from iadm.sdn.blockstore import Block, BlockStore
-from iadm.sdn.verdicts import Allowlist, Verdict, VerdictError
+from iadm.sdn.verdicts import UPLINK, Allowlist, Verdict, VerdictError
 
 log = logging.getLogger("iadm.controller")
 SEEN_MACS = 4096   # new MACs whose port is remembered, learned or not
@@ -207,6 +207,15 @@ class GatewayController:
             ops.append(pipeline.MeterDelete(pipeline.block_meter_id(block.block_id)))
         return ops
 
+    def _uplink_port(self) -> int:
+        """in_port "uplink": the one uplink port of the switches (the same on each)."""
+        with self._lock:
+            ports = {s.uplink_port for s in self.switches.values() if s.uplink_port is not None}
+        if len(ports) != 1:
+            raise VerdictError(409, "no uplink port is configured (openflow.uplink_port)" if not ports else
+                               f"the switches' uplink ports differ ({sorted(ports)}): give in_port", "in_port")
+        return ports.pop()
+
     def _uplink_refusal(self, verdict: Verdict, in_port: int | None) -> VerdictError | None:
         """A block that would cut the gateway off its uplink: the router's MAC, or the whole port."""
         with self._lock:
@@ -253,7 +262,7 @@ class GatewayController:
             raise VerdictError(403, f"dst_ip {verdict.dst_ip} holds allowlisted {inside}: traffic to it may be "
                                     "rate-limited (action rate_limit), never dropped", "dst_ip")
         action = "alert" if self.alert_only else verdict.action
-        in_port = verdict.in_port
+        in_port = self._uplink_port() if verdict.in_port == UPLINK else verdict.in_port
         if verdict.src_mac and in_port is None:
             # Pin a MAC block to the port the MAC was learned on: a forger
             # cannot move the block onto another host's port by copying its MAC.

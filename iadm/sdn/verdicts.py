@@ -7,7 +7,8 @@ refused with the field that is wrong.
     {"action": "block" | "rate_limit" | "alert" | "unblock" | "guard",
      "src_ip": "10.0.0.1"              by IPv4 source, or
      "src_mac": "00:00:00:00:00:01",   by source MAC (not both),
-     "in_port": 3,                     where it enters (alone: everything from that port),
+     "in_port": 3 | "uplink",          where it enters (alone: everything from that port);
+                                       "uplink": the controller's uplink port (a shape only),
      "dst_ip": "10.0.0.2" | "10.0.0.0/24",   the shape of an attack: its destination (prefix
      "ip_proto": 6 | "tcp" | "udp" | "icmp",   at least /8), protocol and ports, for a flood
      "src_port": 53, "dst_port": 80,           through the uplink (forged or many sources)
@@ -17,6 +18,11 @@ refused with the field that is wrong.
      "reason": "SYN flood",            free text, at most 256 characters
      "source": "rule:1000001",         who decided, at most 128 characters
      "block_id": 7}                    unblock: one block by id (or by src_ip/src_mac)
+
+The monitor sees a flood's packets arrive with the upstream router's MAC, not on which port:
+in_port "uplink" narrows a shape to traffic entering through the uplink, which the controller
+resolves to its `openflow.uplink_port` (a 409 when it has none), so the LAN's own traffic of
+the same shape is not limited with it.
 
 A verdict that is not an unblock names a source (src_ip or src_mac), a destination (dst_ip) or
 an ingress port; protocol and ports only narrow one of those, and ports need TCP or UDP.
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from iadm.httpjson import ApiError, json_object
 
 ACTIONS = ("block", "rate_limit", "alert", "unblock", "guard")
+UPLINK = "uplink"   # in_port: the controller's uplink port, whichever number it has
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
 MAX_RATE_PPS = 10_000_000
 MAX_RATE_KBPS = 100_000_000
@@ -54,7 +61,7 @@ class Verdict:
     action: str
     src_ip: str | None = None
     src_mac: str | None = None
-    in_port: int | None = None
+    in_port: int | str | None = None   # a port number, or UPLINK
     duration: int | None = None
     reason: str = ""
     source: str = ""
@@ -116,7 +123,7 @@ def parse_verdict(body: bytes) -> Verdict:
         src_mac = src_mac.lower()
         if int(src_mac[:2], 16) & 1:
             raise VerdictError(400, "src_mac is a group address and cannot be a source", "src_mac")
-    in_port = _int(doc, "in_port", 1, 0xFFFFFF00)
+    in_port = UPLINK if doc.get("in_port") == UPLINK else _int(doc, "in_port", 1, 0xFFFFFF00)
     duration = _int(doc, "duration", 1, MAX_DURATION)
     block_id = _int(doc, "block_id", 1, 2**53)
     reason = _text(doc, "reason", 256)
@@ -149,6 +156,9 @@ def parse_verdict(body: bytes) -> Verdict:
         raise VerdictError(400, "give src_ip or src_mac, not both", "src_mac")
     if in_port is not None and src_ip is not None:
         raise VerdictError(400, "in_port narrows a src_mac block or a shape; not a src_ip block", "in_port")
+    if in_port == UPLINK and (dst_ip is None or src_mac is not None or action == "guard"):
+        raise VerdictError(400, 'in_port "uplink" narrows a shape (dst_ip); the uplink itself is never blocked',
+                           "in_port")
     if (src_port is not None or dst_port is not None) and ip_proto not in (6, 17):
         raise VerdictError(400, "ports need ip_proto tcp (6) or udp (17)", "dst_port" if dst_port else "src_port")
     if action == "rate_limit":

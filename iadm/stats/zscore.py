@@ -67,13 +67,15 @@ FREQUENCY_RANGE = (1.0, 168.0)
 SERVICES = {53: "dns", 80: "http", 443: "https", 1883: "mqtt", 8883: "mqtts", 5683: "coap", 5684: "coaps",
             123: "ntp", 22: "ssh", 23: "telnet", 8080: "http-alt", 67: "dhcp", 68: "dhcp"}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (slot INTEGER PRIMARY KEY, key_id TEXT UNIQUE, src TEXT, dst TEXT, sport TEXT,
-    dport TEXT, proto TEXT, service TEXT, last_bytes REAL, last_packets REAL);
-CREATE TABLE IF NOT EXISTS stats (measurement TEXT, slot INTEGER, n INTEGER, mean REAL, m2 REAL, total REAL,
-    PRIMARY KEY (measurement, slot));
-CREATE TABLE IF NOT EXISTS anomalies (id INTEGER PRIMARY KEY, measurement TEXT, key_id TEXT, ts REAL, value REAL,
-    z REAL, mean REAL, std REAL, n INTEGER, status TEXT);
+def _schema(prefix: str, fields) -> str:
+    """The store's tables (a second store in the same database has its own prefix)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {prefix}keys (slot INTEGER PRIMARY KEY, key_id TEXT UNIQUE,
+    {", ".join(f"{f} TEXT" for f in fields)}, last_bytes REAL, last_packets REAL);
+CREATE TABLE IF NOT EXISTS {prefix}stats (measurement TEXT, slot INTEGER, n INTEGER, mean REAL, m2 REAL,
+    total REAL, PRIMARY KEY (measurement, slot));
+CREATE TABLE IF NOT EXISTS {prefix}anomalies (id INTEGER PRIMARY KEY, measurement TEXT, key_id TEXT, ts REAL,
+    value REAL, z REAL, mean REAL, std REAL, n INTEGER, status TEXT);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value REAL);
 """
 
@@ -288,7 +290,7 @@ def _insert(table, mask, slot_hash, key_off, key_len, arena, fill, size, limit, 
                 size += 1
                 table[pos] = t + 1
                 slot_hash[t] = h
-                for j in range(4):
+                for j in range(n.shape[1]):
                     n[t, j] = mean[t, j] = m2[t, j] = total[t, j] = 0.0
                 last[t, 0] = last[t, 1] = -1.0
                 seen[t] = 0.0
@@ -406,10 +408,56 @@ def _judge(slots, bytes_total, packets_total, ts, last, n, mean, m2, seen, dirty
 
 
 @njit(cache=True, nogil=True)
+def _judge_values(slots, x, ts, n, mean, m2, seen, dirty, min_count, tolerance):
+    """_judge for measurements given as values (x: rows x measurements, NaN: not measured in this
+    row): z against each key's statistics before the batch; flags (bit j: anomalous), skip (bit
+    j: anomalous or not measured, so not folded), the largest judged |z| and its measurement."""
+    rows, m = x.shape
+    z = np.full((rows, m), np.nan)
+    flags = np.zeros(rows, dtype=np.uint8)
+    skip = np.zeros(rows, dtype=np.uint8)
+    best = np.zeros(rows)
+    which = np.full(rows, -1, dtype=np.int8)
+    for i in range(rows):
+        s = slots[i]
+        if s < 0:
+            continue
+        seen[s] = ts[i]
+        dirty[s] = True
+        top = 0.0
+        for j in range(m):
+            v = x[i, j]
+            if v != v:
+                skip[i] |= np.uint8(1 << j)
+                continue
+            count, mu = n[s, j], mean[s, j]
+            std = np.sqrt(m2[s, j] / max(count - 1.0, 1.0)) if count > 1 else np.nan
+            if std > 0:
+                zj = (v - mu) / std
+            elif v == mu:
+                zj = 0.0
+            else:
+                d = v - mu
+                zj = np.inf if d > 0 else (-np.inf if d < 0 else np.nan)
+            z[i, j] = zj
+            if count >= min_count:
+                a = abs(zj)
+                if a > tolerance:
+                    if flags[i] == 0:
+                        which[i] = j
+                    flags[i] |= np.uint8(1 << j)
+                    skip[i] |= np.uint8(1 << j)
+                if a > top:
+                    top = a
+        best[i] = top
+    return z, flags, skip, best, which
+
+
+@njit(cache=True, nogil=True)
 def _fold_batch(slots, x, flags, n, mean, m2, total, local):
     """Chan's merge of each key's normal values of the batch into its (n, mean, M2) and sum:
     the batch's sums in record order, its mean, its M2 about that mean, then the merge."""
-    rows = len(slots)
+    rows, m = len(slots), x.shape[1]
     uniq = np.empty(rows, dtype=np.int64)
     u = 0
     for i in range(rows):          # local[s]: 1 + the key's place among the batch's keys (0: none)
@@ -418,21 +466,21 @@ def _fold_batch(slots, x, flags, n, mean, m2, total, local):
             uniq[u] = s
             u += 1
             local[s] = u
-    count = np.zeros((u, 4))
-    sums = np.zeros((u, 4))
-    sq = np.zeros((u, 4))
+    count = np.zeros((u, m))
+    sums = np.zeros((u, m))
+    sq = np.zeros((u, m))
     for i in range(rows):
         s = slots[i]
         if s < 0:
             continue
         g, f = local[s] - 1, flags[i]
-        for j in range(4):
+        for j in range(m):
             if not (f >> j) & 1:
                 count[g, j] += 1.0
                 sums[g, j] += x[i, j]
-    batch_mean = np.zeros((u, 4))
+    batch_mean = np.zeros((u, m))
     for g in range(u):
-        for j in range(4):
+        for j in range(m):
             if count[g, j] > 0:
                 batch_mean[g, j] = sums[g, j] / count[g, j]
     for i in range(rows):
@@ -440,13 +488,13 @@ def _fold_batch(slots, x, flags, n, mean, m2, total, local):
         if s < 0:
             continue
         g, f = local[s] - 1, flags[i]
-        for j in range(4):
+        for j in range(m):
             if not (f >> j) & 1:
                 d = x[i, j] - batch_mean[g, j]
                 sq[g, j] += d * d
     for g in range(u):
         s = uniq[g]
-        for j in range(4):
+        for j in range(m):
             nb = count[g, j]
             if nb > 0:
                 na, ma = n[s, j], mean[s, j]
@@ -620,9 +668,11 @@ def warm_up() -> None:
     frame = pd.DataFrame({"saddr": ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "daddr": "10.0.0.9",
                           "sport": np.array([1, 2, 3]), "dport": np.array([80, 5, 5]),
                           "proto": pd.Categorical(["tcp", "udp", "udp"]), "bytes": [1.0, 2.0, 3.0],
-                          "pkts": [1.0, 1.0, 1.0], "stime": 0.0, "ltime": 0.0})
-    for step in range(4):
-        det.score(frame.assign(bytes=frame["bytes"] * (1 + step), ltime=float(step)))
+                          "pkts": [1.0, 1.0, 1.0], "stime": 0.0, "ltime": 0.0,
+                          "synack": [0.01, np.nan, np.nan], "answer": np.nan, "owd": [0.001, np.nan, 0.002]})
+    for step in range(4):   # the delays too: the device store's kernels, an anomaly at the last step
+        det.score(frame.assign(bytes=frame["bytes"] * (1 + step), ltime=float(step),
+                               owd=frame["owd"] * (1 + 99 * (step == 3)), synack=frame["synack"] * (1 + step % 2)))
     det.score(frame.assign(saddr=["10.0.1.1", "10.0.1.2", "10.0.1.3"]))   # a compaction
     data, offs = _spans(["a|b"])
     _hash_spans(data, offs)
@@ -639,7 +689,8 @@ class AnomalyLog:
     per anomaly cost ~600 bytes, ~1 us to build, and the garbage collector's time over them all.
     Rows come out as dicts with ANOMALY_FIELDS (the database's columns, in order)."""
 
-    def __init__(self):
+    def __init__(self, names=MEASUREMENTS):
+        self._names = np.array(names, dtype=object)
         self.count = 0
         self.saved = 0          # rows [0, saved) are in the database, as they are unless in `changed`
         self.changed: set[int] = set()
@@ -671,7 +722,7 @@ class AnomalyLog:
         self.count = at + k
 
     def rows(self, index) -> list[dict]:
-        columns = [self.id[index].tolist(), _MEASUREMENT_OBJECTS[self.measurement[index]].tolist(),
+        columns = [self.id[index].tolist(), self._names[self.measurement[index]].tolist(),
                    self.key_id[index].tolist(), self.ts[index].tolist(), self.value[index].tolist(),
                    self.z[index].tolist(), self.mean[index].tolist(), self.std[index].tolist(),
                    self.n[index].tolist(), _STATUS_OBJECTS[self.status[index]].tolist()]
@@ -689,8 +740,17 @@ class AnomalyLog:
 
 
 class ZScoreDetector:
+    """The per-flow-key store (module doc). A store with another key and other measurements is a
+    subclass that sets MEASUREMENTS, KEY_FIELDS (the key text's "|"-separated fields), PREFIX (its
+    tables' names in the database) and its own score(): DeviceDelay below. delay: keep the
+    per-device delay store beside this one (self.delay), whose anomalies score() merges in."""
+
+    MEASUREMENTS = MEASUREMENTS
+    KEY_FIELDS = tuple(ENTITIES)
+    PREFIX = ""
+
     def __init__(self, db: str | None = None, tolerance: float = 3.0, frequency: float = 24.0, min_count: int = 10,
-                 max_keys: int = 200_000):
+                 max_keys: int = 200_000, delay: bool = True):
         check_settings(tolerance, frequency)
         if min_count < 2:
             raise SettingError("min_count", "min_count must be at least 2 (a deviation needs two values)")
@@ -706,12 +766,13 @@ class ZScoreDetector:
         self._arena = np.zeros(1 << 16, dtype=np.uint8)   # every key's text, in slot order
         self._fill = 0
         self._alloc(max(1, self.max_keys))
-        self._anomalies = AnomalyLog()
+        self._anomalies = AnomalyLog(self.MEASUREMENTS)
         self.next_anomaly = 1
         self.db = sqlite3.connect(db, check_same_thread=False) if db else None
         if self.db:
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_schema(self.PREFIX, self.KEY_FIELDS))
             self._load()
+        self.delay = DeviceDelay(db, self.tolerance, self.frequency, self.min_count, max_keys) if delay else None
 
     # --- storage ------------------------------------------------------------------------------
     def _alloc(self, capacity: int) -> None:
@@ -725,10 +786,10 @@ class ZScoreDetector:
             return new
         first = self.capacity == 0
         old = (lambda name: None) if first else (lambda name: getattr(self, name))
-        self._n = grow(old("_n"), (capacity, 4))                 # per slot and MEASUREMENTS column
-        self._mean = grow(old("_mean"), (capacity, 4))
-        self._m2 = grow(old("_m2"), (capacity, 4))
-        self._total = grow(old("_total"), (capacity, 4))
+        self._n = grow(old("_n"), (capacity, len(self.MEASUREMENTS)))                 # per slot and self.MEASUREMENTS column
+        self._mean = grow(old("_mean"), (capacity, len(self.MEASUREMENTS)))
+        self._m2 = grow(old("_m2"), (capacity, len(self.MEASUREMENTS)))
+        self._total = grow(old("_total"), (capacity, len(self.MEASUREMENTS)))
         self._last = grow(old("_last"), (capacity, 2))           # the key's last bytes, packets totals (-1: none)
         self.seen = grow(old("seen"), capacity)
         self.dirty = grow(old("dirty"), capacity, bool)
@@ -745,10 +806,10 @@ class ZScoreDetector:
         self._mask = np.int64(size - 1)
         if self.size:
             _reindex(self._table, self._mask, self._hash, self.size)
-        self.n = {m: self._n[:, j] for j, m in enumerate(MEASUREMENTS)}
-        self.mean = {m: self._mean[:, j] for j, m in enumerate(MEASUREMENTS)}
-        self.m2 = {m: self._m2[:, j] for j, m in enumerate(MEASUREMENTS)}
-        self.total = {m: self._total[:, j] for j, m in enumerate(MEASUREMENTS)}
+        self.n = {m: self._n[:, j] for j, m in enumerate(self.MEASUREMENTS)}
+        self.mean = {m: self._mean[:, j] for j, m in enumerate(self.MEASUREMENTS)}
+        self.m2 = {m: self._m2[:, j] for j, m in enumerate(self.MEASUREMENTS)}
+        self.total = {m: self._total[:, j] for j, m in enumerate(self.MEASUREMENTS)}
         self.last = {"bytes": self._last[:, 0], "packets": self._last[:, 1]}
 
     def _reserve(self, slots: int, text_bytes: int) -> None:
@@ -792,7 +853,7 @@ class ZScoreDetector:
         Returns each old slot's new number, -1 if dropped."""
         size = self.size
         established = self._n[:size, 0] >= self.min_count     # a column at a time: max(axis=1) is slow
-        for j in range(1, len(MEASUREMENTS)):
+        for j in range(1, len(self.MEASUREMENTS)):
             established |= self._n[:size, j] >= self.min_count
         chosen = np.zeros(size, dtype=bool)
         first = _most_recent(self.seen, np.flatnonzero(established), keep)
@@ -821,11 +882,17 @@ class ZScoreDetector:
             return np.where(n > 1, np.sqrt(self.m2[measurement][slots] / np.maximum(n - 1, 1)), np.nan)
 
     def score(self, records: pd.DataFrame) -> pd.DataFrame:
-        """Per record: zscore_attack (any measurement anomalous), zscore_max |z|, zscore_measurement."""
+        """Per record: zscore_attack (any measurement anomalous), zscore_max |z|, zscore_measurement;
+        with the delay store, also its devices' delays (DeviceDelay): a record whose device's delay is
+        anomalous is flagged, with delay_device (the device), delay_measurement (synack, answer or
+        owd), delay_value (its delay, seconds), delay_z and delay_excess (seconds above the device's
+        mean); zscore_max is the larger |z| of the two
+        stores, and zscore_measurement names the delay where the flow key's own are normal."""
         n = len(records)
         if n == 0:
             return pd.DataFrame({"zscore_attack": np.zeros(0, dtype=np.int64), "zscore_max": np.zeros(0),
-                                 "zscore_measurement": np.full(0, "", dtype=object)})
+                                 "zscore_measurement": np.full(0, "", dtype=object),
+                                 **_no_delay(0)})
         buf, offs, hashes = key_texts(records)
         bytes_total = np.ascontiguousarray(records["bytes"].to_numpy(dtype=float))
         packets_total = np.ascontiguousarray(records["pkts"].to_numpy(dtype=float))
@@ -838,8 +905,22 @@ class ZScoreDetector:
             if flags.any():
                 self._record_anomalies(slots, ts, x, z, flags)
             _fold_batch(slots, x, flags, self._n, self._mean, self._m2, self._total, self._local)
-        return pd.DataFrame({"zscore_attack": (flags != 0).astype(np.int64), "zscore_max": best,
-                             "zscore_measurement": _measurement_column(which)}, copy=False)
+        attack = (flags != 0).astype(np.int64)
+        measurement = _measurement_column(which)
+        delayed = self.delay.delays(records) if self.delay is not None else None
+        if delayed is None:
+            delayed = _no_delay(n)
+        else:
+            delay_anomaly = delayed["delay_device"] != ""
+            attack |= delay_anomaly
+            best = np.maximum(best, delayed.pop("best"))
+            if delay_anomaly.any():
+                named = np.asarray(pd.Series(measurement).to_numpy(dtype=object), dtype=object)
+                mine = (flags == 0) & delay_anomaly
+                named[mine] = delayed["delay_measurement"][mine]
+                measurement = named
+        return pd.DataFrame({"zscore_attack": attack, "zscore_max": best, "zscore_measurement": measurement,
+                             **delayed}, copy=False)
 
     def _fold(self, m: str, slots: np.ndarray, x: np.ndarray) -> None:
         """Chan's merge of a batch of values into each slot's (n, mean, M2) (feedback's path)."""
@@ -860,7 +941,7 @@ class ZScoreDetector:
     def _record_anomalies(self, slots, ts, x, z, flags) -> None:
         """One open anomaly per record and anomalous measurement, measurement by measurement in
         record order, against the statistics before the batch (call before the fold)."""
-        for j, m in enumerate(MEASUREMENTS):
+        for j, m in enumerate(self.MEASUREMENTS):
             rows = np.flatnonzero(flags & (1 << j))
             if not len(rows):
                 continue
@@ -895,6 +976,8 @@ class ZScoreDetector:
                 self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                                     [("tolerance", self.tolerance), ("frequency", self.frequency)])
                 self.db.commit()
+            if self.delay is not None:     # one tolerance for both stores
+                self.delay.configure(tolerance, frequency)
         return self.settings()
 
     def settings(self) -> dict:
@@ -936,10 +1019,9 @@ class ZScoreDetector:
             return self._slots_by_id.get(key_id)
 
     def key_stats(self, measurement: str, slot: int) -> dict:
-        src, dst, sport, dport, proto, service = self.key_fields(slot)
+        fields = dict(zip(self.KEY_FIELDS, self.key_fields(slot)))
         std = self.std(measurement, np.array([slot]))[0]
-        return {"key_id": self.key_id(slot), "src": src, "dst": dst, "sport": sport, "dport": dport,
-                "proto": proto, "service": service, "count": int(self.n[measurement][slot]),
+        return {"key_id": self.key_id(slot), **fields, "count": int(self.n[measurement][slot]),
                 "mean": float(self.mean[measurement][slot]), "std": None if np.isnan(std) else float(std),
                 "sum": float(self.total[measurement][slot]), "m2": float(self.m2[measurement][slot])}
 
@@ -957,9 +1039,9 @@ class ZScoreDetector:
                   key_id: str | None = None, status: str = "open") -> list[dict]:
         with self._lock:
             log, count = self._anomalies, self._anomalies.count
-            if measurement not in MEASUREMENTS or (status != "all" and status not in STATUSES):
+            if measurement not in self.MEASUREMENTS or (status != "all" and status not in STATUSES):
                 return []
-            keep = log.measurement[:count] == MEASUREMENTS.index(measurement)
+            keep = log.measurement[:count] == self.MEASUREMENTS.index(measurement)
             if status != "all":
                 keep &= log.status[:count] == STATUSES.index(status)
             if since is not None:
@@ -976,7 +1058,7 @@ class ZScoreDetector:
         with self._lock:
             log = self._anomalies
             i = log.find(anomaly_id)
-            if i is None or measurement not in MEASUREMENTS or log.measurement[i] != MEASUREMENTS.index(measurement):
+            if i is None or measurement not in self.MEASUREMENTS or log.measurement[i] != self.MEASUREMENTS.index(measurement):
                 raise LookupError(f"no anomaly {anomaly_id} in {measurement}")
             if log.status[i] != 0:
                 raise SettingError("verdict", f"anomaly {anomaly_id} already has feedback: {STATUSES[log.status[i]]}")
@@ -1012,7 +1094,7 @@ class ZScoreDetector:
             for i in rows:
                 log.status[i] = STATUSES.index("false_positive")
                 log.changed.add(i)
-                m = MEASUREMENTS[int(log.measurement[i])]
+                m = self.MEASUREMENTS[int(log.measurement[i])]
                 slot = mine[log.key_id[i]]
                 self._fold(m, np.array([slot]), np.array([float(log.value[i])]))
                 self.dirty[slot] = True
@@ -1020,21 +1102,24 @@ class ZScoreDetector:
 
     # --- persistence --------------------------------------------------------------------------
     def save(self) -> None:
+        if self.delay is not None:
+            self.delay.save()
         if not self.db:
             return
         with self._lock:
             slots = np.flatnonzero(self.dirty[:self.size])
             if self._rewrite:   # slots were renumbered by a compaction
-                self.db.execute("DELETE FROM keys")
-                self.db.execute("DELETE FROM stats")
+                self.db.execute(f"DELETE FROM {self.PREFIX}keys")
+                self.db.execute(f"DELETE FROM {self.PREFIX}stats")
                 self._rewrite = False
-            self.db.executemany("INSERT OR REPLACE INTO keys VALUES (?,?,?,?,?,?,?,?,?,?)",
+            marks = ",".join("?" * (4 + len(self.KEY_FIELDS)))
+            self.db.executemany(f"INSERT OR REPLACE INTO {self.PREFIX}keys VALUES ({marks})",
                                 [(int(s), self.key_id(s), *self.key_fields(s), float(self.last["bytes"][s]),
                                   float(self.last["packets"][s])) for s in slots])
-            self.db.executemany("INSERT OR REPLACE INTO stats VALUES (?,?,?,?,?,?)",
+            self.db.executemany(f"INSERT OR REPLACE INTO {self.PREFIX}stats VALUES (?,?,?,?,?,?)",
                                 [(m, int(s), int(self.n[m][s]), float(self.mean[m][s]), float(self.m2[m][s]),
-                                  float(self.total[m][s])) for m in MEASUREMENTS for s in slots])
-            self.db.executemany("INSERT OR REPLACE INTO anomalies VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                  float(self.total[m][s])) for m in self.MEASUREMENTS for s in slots])
+            self.db.executemany(f"INSERT OR REPLACE INTO {self.PREFIX}anomalies VALUES (?,?,?,?,?,?,?,?,?,?)",
                                 self._anomalies.unsaved())
             self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                                 [("tolerance", self.tolerance), ("frequency", self.frequency)])
@@ -1042,25 +1127,26 @@ class ZScoreDetector:
             self.dirty[:] = False
 
     def _load(self) -> None:
-        rows = self.db.execute("SELECT slot, key_id, src, dst, sport, dport, proto, service, last_bytes, "
-                               "last_packets FROM keys ORDER BY slot").fetchall()
+        k = len(self.KEY_FIELDS)
+        rows = self.db.execute(f"SELECT slot, key_id, {', '.join(self.KEY_FIELDS)}, last_bytes, last_packets "
+                               f"FROM {self.PREFIX}keys ORDER BY slot").fetchall()
         if rows:
             if len(rows) > self.capacity:    # a database written with a larger max_keys
                 self._alloc(len(rows))
-            buf, offs = _spans("|".join(r[2:8]) for r in rows)
+            buf, offs = _spans("|".join(r[2:2 + k]) for r in rows)
             slots = np.empty(len(rows), dtype=np.int64)
             self._insert(_hash_spans(buf, offs), offs, buf, np.arange(len(rows)), slots, self.capacity)
             if self.size != len(rows):
                 raise ValueError(f"{len(rows) - self.size} keys of the Z-score database are stored twice")
             self._key_ids[:len(rows)] = [r[1] for r in rows]
-            self.last["bytes"][:self.size] = [r[8] for r in rows]
-            self.last["packets"][:self.size] = [r[9] for r in rows]
-        for m, slot, n, mean, m2, total in self.db.execute("SELECT * FROM stats"):
+            self.last["bytes"][:self.size] = [r[2 + k] for r in rows]
+            self.last["packets"][:self.size] = [r[3 + k] for r in rows]
+        for m, slot, n, mean, m2, total in self.db.execute(f"SELECT * FROM {self.PREFIX}stats"):
             self.n[m][slot], self.mean[m][slot], self.m2[m][slot], self.total[m][slot] = n, mean, m2, total
-        stored = self.db.execute("SELECT * FROM anomalies ORDER BY id").fetchall()
+        stored = self.db.execute(f"SELECT * FROM {self.PREFIX}anomalies ORDER BY id").fetchall()
         if stored:
             ids, measurement, key_id, ts, value, z, mean, std, n, status = zip(*stored)
-            self._anomalies.extend(np.array(ids, dtype=np.int64), [MEASUREMENTS.index(m) for m in measurement],
+            self._anomalies.extend(np.array(ids, dtype=np.int64), [self.MEASUREMENTS.index(m) for m in measurement],
                                    key_id, ts, value, z, mean, std, n, [STATUSES.index(s) for s in status])
             self._anomalies.saved = self._anomalies.count
         self.next_anomaly = (int(self._anomalies.id[self._anomalies.count - 1]) if stored else 0) + 1
@@ -1071,3 +1157,101 @@ class ZScoreDetector:
         self.save()
         if self.db:
             self.db.close()
+        if self.delay is not None and self.delay.db:
+            self.delay.db.close()
+
+
+DELAYS = ("synack", "answer", "owd")
+
+
+def _no_delay(n: int) -> dict:
+    """The delay columns of n records without a delay anomaly."""
+    return {"delay_device": np.full(n, "", dtype=object), "delay_measurement": np.full(n, "", dtype=object),
+            "delay_value": np.full(n, np.nan), "delay_z": np.full(n, np.nan), "delay_excess": np.full(n, np.nan)}
+
+
+class DeviceDelay(ZScoreDetector):
+    """Per-device delay: the same store, statistics, tolerance and minimum count as the flow keys',
+    keyed by a device's address, over the delays the records measured for it:
+      synack  the TCP handshake's server side (SYN to SYN-ACK) of the flows it answers (daddr);
+      answer  its first answer to a UDP request (DNS, NTP, CoAP) of the flows it answers (daddr);
+      owd     its own one-way delay, read from its send-time stamps (saddr; iadm.flows.owd).
+    A record measures synack and answer once per flow (running records: the first record to carry
+    them, by new_delay; other kinds: every record that carries them), and owd on every record that
+    has it; an empty column (NaN) is no measurement, never a zero. A device whose delay jumps (a
+    flood filling the queue in front of it) is anomalous in that measurement: its z and value go
+    to the records that measured it (ZScoreDetector.score), its anomaly to this store's list."""
+
+    MEASUREMENTS = DELAYS
+    KEY_FIELDS = ("device",)
+    PREFIX = "device_"
+
+    def __init__(self, db: str | None = None, tolerance: float = 3.0, frequency: float = 24.0, min_count: int = 10,
+                 max_keys: int = 200_000):
+        super().__init__(db, tolerance, frequency, min_count, max_keys, delay=False)
+
+    def measurements(self, records: pd.DataFrame):
+        """(record of each measurement row, device text, values rows x DELAYS) for the records'
+        delays, or None when there are none."""
+        n = len(records)
+
+        def column(name, bit=0):
+            if name not in records:
+                return None
+            v = records[name].to_numpy(dtype=float, na_value=np.nan)
+            if bit and "new_delay" in records:
+                v = np.where(records["new_delay"].to_numpy() & bit, v, np.nan)
+            return v if np.isfinite(v).any() else None
+
+        synack, answer, owd = column("synack", 1), column("answer", 2), column("owd")
+        if synack is None and answer is None and owd is None:
+            return None
+        nothing = np.full(n, np.nan)
+        synack, answer, owd = (nothing if v is None else v for v in (synack, answer, owd))
+        served = np.flatnonzero(np.isfinite(synack) | np.isfinite(answer))   # about the destination
+        sent = np.flatnonzero(np.isfinite(owd))                              # about the source
+        record = np.concatenate([served, sent])
+        x = np.full((len(record), len(DELAYS)), np.nan)
+        x[:len(served), 0], x[:len(served), 1] = synack[served], answer[served]
+        x[len(served):, 2] = owd[sent]
+        device = pd.concat([records["daddr"].iloc[served], records["saddr"].iloc[sent]], ignore_index=True)
+        return record, device, x
+
+    def delays(self, records: pd.DataFrame):
+        """Judge and fold the records' delay measurements; per record (arrays of len(records)): the
+        delay columns of ZScoreDetector.score (the strongest anomaly among the record's devices)
+        and `best`, the largest judged |z| of its delays (0 none). None when they measured none."""
+        found = self.measurements(records)
+        if found is None:
+            return None
+        record, device, x = found
+        texts = device if _is_text(device.dtype) else device.astype(object).astype(str)
+        offs, data = _arrow_spans(_to_arrow(texts))
+        buf, offs = np.array(data), np.array(offs)    # writable: the kernels' one array type
+        hashes = _hash_spans(buf, offs)
+        ts = np.ascontiguousarray(records["ltime"].to_numpy(dtype=float)[record])
+        with self._lock:
+            slots = self._slots(buf, offs, hashes)
+            z, flags, skip, best, _ = _judge_values(slots, x, ts, self._n, self._mean, self._m2, self.seen,
+                                                    self.dirty, float(self.min_count), self.tolerance)
+            if flags.any():
+                self._record_anomalies(slots, ts, x, z, flags)
+            hit = np.flatnonzero(flags)
+            before = self._mean[slots[hit]]          # the devices' means the batch was judged against
+            _fold_batch(slots, x, skip, self._n, self._mean, self._m2, self._total, self._local)
+        n = len(records)
+        out = {**_no_delay(n), "best": np.zeros(n)}
+        np.maximum.at(out["best"], record, best)
+        if len(hit):
+            bits = (flags[hit, None] >> np.arange(len(DELAYS), dtype=np.uint8)) & 1
+            strength = np.where(bits == 1, np.abs(z[hit]), -1.0)
+            j = np.argmax(strength, axis=1)
+            order = np.argsort(strength[np.arange(len(hit)), j], kind="stable")   # the strongest last: it wins
+            rows, j, before = hit[order], j[order], before[order]
+            at = record[rows]
+            out["delay_device"][at] = device.to_numpy(dtype=object)[rows]
+            out["delay_measurement"][at] = np.array(DELAYS, dtype=object)[j]
+            out["delay_value"][at] = x[rows, j]
+            out["delay_z"][at] = z[rows, j]
+            out["delay_excess"][at] = x[rows, j] - before[np.arange(len(rows)), j]
+        return out

@@ -6,6 +6,9 @@
     device (on Host1 and the extra devices): one report a second over a long-lived
         TCP connection, a CoAP request every 2 s, a DNS lookup every 10 s, an HTTP poll
         every 5 s, a time sync every 15 s, a firmware download every 20 s.
+        Reports and CoAP requests end with the device's send time, `~ts=` and 16 digits
+        of microseconds since the epoch (docs/features.md, "Sensor send-time stamps"):
+        the monitor's owd column is read from them.
 
     python scripts/traffic/iot.py server --bind 10.0.0.2 --duration 60
     python scripts/traffic/iot.py device --server 10.0.0.2 --duration 60 [--scale 2]
@@ -116,6 +119,12 @@ def serve(bind: str, duration: float) -> dict:
 
 
 # --- device -----------------------------------------------------------------------------------
+def stamp() -> bytes:
+    """The send-time trailer (the format iadm.flows.owd reads): `~ts=` and 16 digits of
+    microseconds since the epoch, taken as late as the payload allows."""
+    return b"~ts=%016d" % (time.time_ns() // 1000)
+
+
 class Device:
     def __init__(self, server: str, rng: random.Random):
         self.server = server
@@ -148,8 +157,8 @@ class Device:
                 self.reports = socket.create_connection((self.server, 1883), timeout=1)
                 self.reader = self.reports.makefile("rb")
             seq = self.counts["report"]["sent"]
-            self.reports.sendall(f"{seq} temp={20 + self.rng.random() * 5:.2f} hum={self.rng.randrange(30, 60)}\n"
-                                 .encode())
+            self.reports.sendall(f"{seq} temp={20 + self.rng.random() * 5:.2f} hum={self.rng.randrange(30, 60)} "
+                                 .encode() + stamp() + b"\n")
             ok = self.reader.readline().startswith(b"ACK")
         except OSError:
             ok = False
@@ -167,7 +176,9 @@ class Device:
         self._count(name, ok)
 
     def coap(self) -> None:
-        self._udp("coap", 5683, b"\x40\x01" + struct.pack("!H", self.rng.randrange(65536)) + b"\xb4temp")
+        # a confirmable POST of a reading to /temp: the payload after the 0xff marker, stamped
+        self._udp("coap", 5683, b"\x40\x02" + struct.pack("!H", self.rng.randrange(65536)) + b"\xb4temp\xff"
+                  + f"{20 + self.rng.random() * 5:.2f}".encode() + stamp())
 
     def dns(self) -> None:
         name = self.rng.choice([b"broker", b"time", b"update", b"api"])

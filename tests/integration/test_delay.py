@@ -1,6 +1,7 @@
 """Delay as evidence, measured for real: 50 ms added on a device's path (a userspace delay line,
 scripts/traffic/delayline.py: this kernel has no netem) shows in the records' handshake split by
-50 +- 10 ms, on the server side (synack) and not on the client side (ackdat).
+50 +- 10 ms, on the server side (synack) and not on the client side (ackdat), and in the one-way
+delay (owd) that the monitor reads from a sensor's send-time stamps.
 
 A bridge of its own (standalone OVS, userspace datapath): client dc, the delay host dl, the device
 dv behind it; the capture is taken on the switch's port toward the client, where a mirror would be.
@@ -82,6 +83,59 @@ def _handshakes(net, workdir, delay_ms: float, flood=None) -> pd.DataFrame:
     pipe = FeaturePipeline(kind="flow", status_interval=5.0)
     records = pd.concat([f for b in read_pcap(str(pcap)) for f in pipe.push(b)] + pipe.finish(), ignore_index=True)
     return records[records.dport == 8080]
+
+
+SENSOR = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range({n}):\n"
+          " s.sendto(b'\\x40\\x02\\x00\\x01\\xb4temp\\xff21.5~ts=%016d' % (time.time_ns() // 1000), ('{dst}', 5683))\n"
+          " time.sleep(0.05)\n")   # a CoAP sensor's stamped reports (docs/features.md), 20 a second
+REPORTS = 40
+
+
+def _reports(net, workdir, delay_ms: float):
+    """REPORTS stamped CoAP reports from the device dv to dc through a delay line of delay_ms: the
+    capture's batches (taken where the mirror would be)."""
+    from iadm.capture.pcapfile import read_pcap
+    dl, dv = net.get("dl"), net.get("dv")
+    pcap = workdir / f"owd-{delay_ms:g}.pcap"
+    line = dl.popen([sys.executable, str(ROOT / "scripts" / "traffic" / "delayline.py"), "--device", "dl-eth1",
+                     "--switch", "dl-eth0", "--delay-ms", str(delay_ms), "--seconds", "8"])
+    capture = subprocess.Popen(["tcpdump", "-i", "sdl-eth1", "-w", str(pcap), "-U", "-s", "256", "udp port 5683"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        sensor = dv.popen([sys.executable, "-c", SENSOR.format(n=REPORTS, dst=CLIENT)])
+        sensor.wait(20)
+        time.sleep(0.5)
+    finally:
+        capture.terminate()
+        capture.wait(5)
+        line.terminate()
+        line.wait(5)
+    return list(read_pcap(str(pcap)))
+
+
+def test_a_slower_device_path_raises_the_owd_its_stamps_show(delay_lab):
+    """The same monitor sees the device before and after 50 ms are added: its offset estimate
+    (the least raw delay in the window) comes from the first run, so the second reads +50 ms."""
+    from iadm.capture.decode import decode
+    from iadm.flows.owd import OwdReader
+    from iadm.flows.pipeline import FeaturePipeline
+    net, workdir = delay_lab
+    runs = [_reports(net, workdir, 0), _reports(net, workdir, 50)]
+    reader = OwdReader()
+    owd = [np.concatenate([reader(b, decode(b)) for b in batches]) for batches in runs]
+    before, after = (np.nanmedian(o) * 1000 for o in owd)
+    print(f"owd median {before:.2f} ms -> {after:.2f} ms (+{after - before:.1f} ms) over "
+          f"{np.isfinite(owd[0]).sum()} and {np.isfinite(owd[1]).sum()} stamped reports")
+    assert min(np.isfinite(o).sum() for o in owd) >= REPORTS - 4   # the first may wait for ARP
+    assert 40 <= after - before <= 60
+    # the records' owd column: one flow per run (a socket each), its mean owd
+    pipe = FeaturePipeline(kind="flow", status_interval=5.0)
+    records = pd.concat([f for batches in runs for b in batches for f in pipe.push(b)] + pipe.finish(),
+                        ignore_index=True)
+    sensors = records[(records.saddr == DEVICE) & (records.dport == 5683)].sort_values("stime")
+    assert len(sensors) == 2 and sensors.owd.notna().all()
+    assert 40 <= (sensors.owd.iloc[1] - sensors.owd.iloc[0]) * 1000 <= 60, sensors.owd
 
 
 def test_a_slower_device_path_shows_in_the_server_side_of_its_handshakes(delay_lab):

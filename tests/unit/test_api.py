@@ -125,3 +125,9 @@ def test_the_client_keeps_one_connection_and_survives_its_loss(api):
     dead = VerdictClient("http://127.0.0.1:9", TOKEN, timeout=0.5)
     with pytest.raises(OSError):
         dead.health()
+
+
+def test_digits_of_other_scripts_are_not_numbers():
+    from iadm.httpjson import plain_digits
+    assert plain_digits("42") and not plain_digits("¹") and not plain_digits("٣") and not plain_digits("")
+    assert not plain_digits(None) and not plain_digits("-1") and not plain_digits("1.0")

@@ -162,6 +162,25 @@ def test_a_scan_spread_over_more_than_a_minute_is_not_one():
     assert b.SCAN_TCP not in sids(BehaviourWatch()(records(slow)))
 
 
+def udp_probes(ports, step=0.05, answered=False, src="10.0.0.9", dst="10.0.0.2"):
+    out = []
+    for i, port in enumerate(ports):
+        out.append((T0 + i * step, frame(src, dst, 17, 50000 + i, port)))
+        if answered:
+            out.append((T0 + i * step + 0.001, frame(dst, src, 17, port, 50000 + i, smac="00:00:00:00:00:02")))
+    return out
+
+
+def test_a_udp_scan_s_first_burst_is_a_scan_and_a_host_s_few_udp_services_are_not():
+    # nmap -sU: a dozen or more silent probes at once, then a wait for the ICMP rate limit
+    labels = BehaviourWatch()(records(udp_probes([7, 53, 67, 69, 123, 137, 138, 161, 500, 514, 520, 1900, 4500])))
+    flagged = labels[labels.sid == b.SCAN_UDP]
+    assert len(flagged) == 2 and "within 2 s, none answered" in flagged.msg.iloc[0]   # the 12th and 13th
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1011)))))          # 11 ports
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), answered=True))))
+    assert b.SCAN_UDP not in sids(BehaviourWatch()(records(udp_probes(range(1000, 1015), step=0.2))))  # 3 s
+
+
 def test_a_telnet_sweep_of_many_hosts_is_password_guessing():
     sweep = []
     for i in range(25):
@@ -199,6 +218,20 @@ def sessions(n, port=22, step=3.0, src="10.0.0.9", dst="10.0.0.2", last=0.5, sen
                 (t + last, frame(dst, src, 6, port, sp, FIN | ACK, payload=30, smac="00:00:00:00:00:02")),
                 (t + last + 0.001, frame(src, dst, 6, sp, port, FIN | ACK))]
     return out
+
+
+def test_probes_that_an_open_login_port_answers_with_one_syn_ack_are_not_logins():
+    # nmap -O: SYNs (and odd flag sets) to the open FTP port, each from a new source port,
+    # answered by one SYN-ACK and reset: 30 connection attempts, no login exchange
+    probes = []
+    for i in range(30):
+        t, sp = T0 + i * 0.05, 40000 + i
+        probes += [(t, frame("10.0.0.9", "10.0.0.2", 6, sp, 21, SYN)),
+                   (t + 0.001, frame("10.0.0.2", "10.0.0.9", 6, 21, sp, SYNACK, smac="00:00:00:00:00:02")),
+                   (t + 0.002, frame("10.0.0.9", "10.0.0.2", 6, sp, 21, RST))]
+    assert not {b.BRUTE_FORCE, b.BRUTE_FORCE_SLOW} & sids(BehaviourWatch()(records(probes)))
+    banners = sessions(12, port=21, step=0.5)   # the same count, each answered by the server's banner
+    assert b.BRUTE_FORCE in sids(BehaviourWatch()(records(banners)))
 
 
 def test_password_guessing_is_many_short_sessions_to_an_auth_service():

@@ -270,3 +270,30 @@ def test_a_mac_flood_is_one_line_and_a_guard_of_its_port_and_a_real_host_is_stil
     assert len(forged_lines) <= 50          # at most the forged MACs before the burst was known
     assert responder.counts["folded_records"] > 2500
     assert any(v.get("src_mac") == scanner and v["action"] == "block" for v in controller.verdicts)
+
+
+def test_a_behaviour_finding_blocks_at_its_crossing_record_even_when_a_wave_of_guesses_then_pauses(tmp_path):
+    """hydra against SSH: four connections at once, six refused passwords each, all closed within a
+    second, then a pause of half a minute. The watcher's count crosses at the fifth session's end;
+    that one record is the proof, and the block is dated there, not at the next wave."""
+    from iadm.detection.behaviour import BehaviourWatch
+    from iadm.synth import frame
+    SYN, SYNACK, ACK, FIN = 0x02, 0x12, 0x10, 0x11
+    src, dst, mac = "10.0.0.9", "10.0.0.2", "02:00:00:00:00:09"
+    packets = []
+    for wave, t0 in enumerate((T0, T0 + 32.0)):
+        for i in range(5):
+            t, sp = t0 + i * 0.15, 50000 + 10 * wave + i
+            packets += [(t, frame(src, dst, 6, sp, 22, SYN, smac=mac)),
+                        (t + 0.001, frame(dst, src, 6, 22, sp, SYNACK, smac="00:00:00:00:00:02")),
+                        (t + 0.002, frame(src, dst, 6, sp, 22, ACK, payload=600, smac=mac)),
+                        (t + 0.1, frame(dst, src, 6, 22, sp, FIN | ACK, payload=900, smac="00:00:00:00:00:02")),
+                        (t + 0.101, frame(src, dst, 6, sp, 22, FIN | ACK, smac=mac))]
+    controller = FakeController()
+    log = tmp_path / "alerts.json"
+    detect = Detector(RuleEngine([]), behaviour=BehaviourWatch())
+    run(detect, records(packets, status_interval=60.0), Responder(controller, AlertLog(str(log)), detector=detect,
+                                                                 replay=True))
+    assert [v.get("src_mac") for v in controller.verdicts] == [mac]
+    [first, *_] = read_events(str(log), [])
+    assert first["verdict"]["action"] == "block" and abs(first["verdict"]["sent_at"] - (T0 + 4 * 0.15 + 0.101)) < 0.01

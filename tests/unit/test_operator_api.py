@@ -117,6 +117,9 @@ def test_unknown_routes_measurements_methods(api):
     assert call(port, "GET", "/entities/url")[0] == 404
     assert call(port, "GET", "/bytes_total/stats?limit=0")[0] == 400
     assert call(port, "GET", "/bytes_total/stats?limit=1&limit=2")[0] == 400
+    # digits of other scripts are digits to str.isdigit() but not to int(): a 400, never a 500
+    assert call(port, "GET", "/bytes_total/stats?limit=%C2%B9")[0] == 400
+    assert call(port, "POST", "/bytes_total/anomalies/%C2%B9/feedback", {"verdict": "confirmed"})[0] in (400, 404)
 
 
 def test_stats_entities_and_anomaly_feedback(api):

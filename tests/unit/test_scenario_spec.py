@@ -125,5 +125,19 @@ def test_demo_scenario_has_the_new_kinds_after_the_first_four():
     assert kinds[:4] == ["syn-flood", "udp-flood", "service-scan", "exfiltration"]
     assert {"arp-spoof", "dns-tunnel", "slow-http", "icmp-flood"} <= set(kinds[4:])
     assert {"ssh-guess", "telnet-guess"} & set(kinds[4:])
-    assert len({h for a in sc.attacks for h in a.hosts}) == len(sc.attacks)   # each from its own host
+    lan = [a for a in sc.attacks if not a.uplink]
+    assert len({h for a in lan for h in a.hosts}) == len(lan)   # each LAN attack from its own host
+    uplink = [a for a in sc.attacks if a.uplink]                 # the Internet side's floods, from r1
+    assert sc.uplink and [a.kind for a in uplink] == ["reflection", "syn-flood"] and "o1" in sc.background_devices
+    assert {a.target for a in uplink} == {"h2"} and all(a.src_net for a in uplink)
     assert sc.duration <= 70
+
+
+def test_a_shaped_link_names_a_lan_host_and_a_rate(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(HEAD.replace('name = "t"', 'name = "t"\nshaped_links = {h2 = 8000, d1 = 512}'))
+    assert load_scenario(str(path)).shaped_links == {"h2": 8000, "d1": 512}
+    for bad in ("{h9 = 8000}", "{h2 = 10}", '{h2 = "8mbit"}', "{h2 = true}"):
+        path.write_text(HEAD.replace('name = "t"', f'name = "t"\nshaped_links = {bad}'))
+        with pytest.raises(ConfigError, match="shaped_links"):
+            load_scenario(str(path))

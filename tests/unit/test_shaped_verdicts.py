@@ -51,6 +51,23 @@ def test_a_flood_through_the_uplink_is_rate_limited_by_its_shape(gateway):
     assert meter not in gateway.switch.meters and sum(H2 in from_outside(gateway, 80) for _ in range(10)) == 10
 
 
+def test_a_shape_narrowed_to_the_uplink_leaves_the_lan_s_own_traffic_of_that_shape_alone(gateway, tmp_path):
+    status, doc = gateway.core.apply_verdict(Verdict("rate_limit", dst_ip="10.0.0.2/32", ip_proto=6, dst_port=80,
+                                                     in_port="uplink", rate_pps=5, source="test"))
+    assert status == 201 and doc["block"]["match"]["in_port"] == ROUTER   # resolved to the uplink's number
+    assert sum(H2 in from_outside(gateway, 80, src=f"198.51.100.{i}") for i in range(50)) == 5
+    lan = sum(H2 in gateway.send_packet(H3, H2, src_ip=IP[H3], ip_proto=6, tcp_dst=80) for _ in range(50))
+    assert lan == 50                                      # Host1's requests to the same port: all through
+    # a controller that has no uplink port refuses it, naming the field; the sender retries without it
+    (tmp_path / "bare").mkdir()
+    bare = Gateway(tmp_path / "bare")
+    bare.learn_all()
+    with pytest.raises(VerdictError) as err:
+        bare.core.apply_verdict(Verdict("rate_limit", dst_ip="10.0.0.2", ip_proto=6, dst_port=80, in_port="uplink",
+                                        rate_pps=5))
+    assert err.value.status == 409 and err.value.field == "in_port"
+
+
 def test_a_shaped_drop_and_a_port_block_on_the_lan(gateway):
     with pytest.raises(VerdictError, match="holds allowlisted 10.0.0.253"):   # the monitor is in that /24
         gateway.core.apply_verdict(Verdict("block", dst_ip="10.0.0.0/24", ip_proto=17, dst_port=53))

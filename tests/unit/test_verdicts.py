@@ -28,6 +28,11 @@ def test_shaped_verdicts_are_normalised():
     assert not parse(action="block", src_mac="00:00:00:00:00:01", in_port=4).shaped
 
 
+def test_a_shape_may_be_narrowed_to_the_uplink_by_name():
+    v = parse(action="rate_limit", dst_ip="10.0.0.2", ip_proto="tcp", dst_port=80, in_port="uplink", rate_pps=100)
+    assert v.in_port == "uplink" and v.shaped
+
+
 def test_a_guard_names_a_port_or_a_mac_seen_there():
     assert parse(action="guard", src_mac="02:AA:00:00:00:01", duration=60) == \
         Verdict("guard", src_mac="02:aa:00:00:00:01", duration=60)
@@ -74,6 +79,10 @@ def test_unblock_by_id():
     ({"action": "block", "src_ip": "10.0.0.1", "reason": "x" * 257}, 400, "reason"),
     ({"action": "block", "src_ip": "10.0.0.1", "source": 5}, 400, "source"),
     ({"action": "guard"}, 400, "in_port"),
+    ({"action": "block", "in_port": "uplink"}, 400, "in_port"),                       # the whole uplink
+    ({"action": "block", "src_mac": "00:00:00:00:00:01", "in_port": "uplink"}, 400, "in_port"),
+    ({"action": "guard", "in_port": "uplink"}, 400, "in_port"),
+    ({"action": "block", "dst_ip": "10.0.0.2", "in_port": "lan"}, 400, "in_port"),
     ({"action": "guard", "src_mac": "02:00:00:00:00:01", "dst_ip": "10.0.0.2"}, 400, "dst_ip"),
     ({"action": "guard", "src_ip": "10.0.0.1"}, 400, "src_ip"),
     ({"action": "guard", "in_port": 3, "ip_proto": 6}, 400, "ip_proto"),

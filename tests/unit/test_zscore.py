@@ -338,7 +338,8 @@ def test_the_compiled_store_scores_like_the_reference(seed, max_keys, min_count)
 def test_the_output_frame_keeps_its_columns_and_types():
     det = ZScoreDetector(min_count=2)
     empty = det.score(flow_records([]))
-    assert list(empty.columns) == ["zscore_attack", "zscore_max", "zscore_measurement"] and len(empty) == 0
+    assert list(empty.columns) == ["zscore_attack", "zscore_max", "zscore_measurement", "delay_device",
+                                   "delay_measurement", "delay_value", "delay_z", "delay_excess"] and len(empty) == 0
     out = det.score(flow_records([100, 101, 99, 100, 5000]).set_index(np.arange(5) + 70))
     assert isinstance(out.index, pd.RangeIndex) and out.zscore_attack.dtype == np.int64
     assert out.zscore_max.dtype == np.float64
