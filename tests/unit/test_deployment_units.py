@@ -69,6 +69,7 @@ def test_install_lays_the_files_and_an_upgrade_keeps_the_operators(tmp_path):
     unit = (root / "etc/systemd/system/iadm-controller.service").read_text()
     assert "ExecStart=/opt/gw/bin/iadm controller" in unit and "/opt/iadm" not in unit
     assert (root / "opt/gw/share/models/default.joblib").exists()
+    assert (root / "opt/gw/share/models/default.trees.npz").exists()   # the compiled trees the card records
     assert (root / "etc/iadm/rules/variables.conf").exists()
     assert "/opt/gw/share/models/default" in (root / "etc/iadm/monitor.toml").read_text()
     tokens = (root / "etc/iadm/tokens.env").read_text()

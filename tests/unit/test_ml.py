@@ -128,6 +128,14 @@ def test_registry_refuses_what_does_not_fit(tmp_path):
     with pytest.raises(registry.ModelError, match="lonely.json: the model card is missing"):
         registry.load(str(tmp_path / "lonely"))
     card = json.loads((tmp_path / "good.json").read_text())
+    # a compiled model does not depend on the libraries' versions; its estimator, loaded on demand, does
+    (tmp_path / "v.joblib").write_bytes((tmp_path / "good.joblib").read_bytes())
+    (tmp_path / "v.trees.npz").write_bytes((tmp_path / "good.trees.npz").read_bytes())
+    (tmp_path / "v.json").write_text(json.dumps({**card, "versions": {**card["versions"], "scikit-learn": "0.19.1"}}))
+    assert registry.load(str(tmp_path / "v")).compiled
+    with pytest.raises(registry.ModelError, match="trained with scikit-learn 0.19.1"):
+        registry.load(str(tmp_path / "v")).estimator
+    card.pop("compiled")   # what follows is the joblib path: a card without compiled trees
     for change, words in (({"schema": "other/1"}, "not an iadm model card"),
                           ({"versions": {**card["versions"], "scikit-learn": "0.19.1"}}, "trained with scikit-learn 0.19.1")):
         (tmp_path / "x.joblib").write_bytes((tmp_path / "good.joblib").read_bytes())
