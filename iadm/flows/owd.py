@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from iadm.flows.slotindex import SlotIndex
+from iadm.flows.slotindex import SlotIndex, grow_free_stack
 
 TAG = b"~ts="
 DIGITS = 16
@@ -164,10 +164,7 @@ class OwdReader:
         low = np.iinfo(np.int64).min
         self.bucket_id, self.bucket_min, self.latest = (wider(self.bucket_id, low), wider(self.bucket_min, 0),
                                                         wider(self.latest, low))
-        free = np.empty(new, dtype=np.int64)
-        free[:new - old] = np.arange(new - 1, old - 1, -1)
-        free[new - old:new - old + self.nfree] = self.free[:self.nfree]
-        self.free, self.nfree = free, self.nfree + new - old
+        self.free, self.nfree = grow_free_stack(self.free, self.nfree, old, new)
         self.index.grow(new)
         self.capacity = new
 

@@ -132,3 +132,12 @@ class SlotIndex:
         self.used = self.live = 0
         self.slot_pos.fill(-1)
         self.insert(keys, live[::-1].copy(), len(live))   # the stack pops live[0], live[1], ...
+
+
+def grow_free_stack(free: np.ndarray, nfree: int, old: int, new: int) -> tuple[np.ndarray, int]:
+    """A free stack for `new` slots from one for `old`: the new slots go under the free ones, so
+    slots are handed out in the order a stack of the full size would hand them out."""
+    out = np.empty(new, dtype=np.int64)
+    out[:new - old] = np.arange(new - 1, old - 1, -1)
+    out[new - old:new - old + nfree] = free[:nfree]
+    return out, nfree + new - old

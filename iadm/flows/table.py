@@ -41,7 +41,7 @@ from numba import njit
 
 from iadm.capture.decode import Decoded
 from iadm.flows.records import US_SLACK, make_records, state_number
-from iadm.flows.slotindex import SlotIndex
+from iadm.flows.slotindex import SlotIndex, grow_free_stack
 
 KEY_WORDS = 5
 
@@ -513,10 +513,7 @@ class FlowTable:
 
         self.SI, self.SF, self.key_words, self.active = (wider(a) for a in (self.SI, self.SF, self.key_words,
                                                                               self.active))
-        free = np.empty(new, dtype=np.int64)
-        free[:new - old] = np.arange(new - 1, old - 1, -1)
-        free[new - old:new - old + self.nfree] = self.free[:self.nfree]
-        self.free, self.nfree = free, self.nfree + new - old
+        self.free, self.nfree = grow_free_stack(self.free, self.nfree, old, new)
         self.index.grow(new)
         self.capacity = new
 

@@ -126,11 +126,7 @@ def _uplink_outcome(w, events, victims, failed, queued: float = 0.0) -> AttackOu
               and (e["verdict"].get("match") or {}).get("ip_proto") == proto]
     shapes.sort(key=lambda v: v["installed_at"])
     blocked = shapes[0]["installed_at"] if shapes else None
-    named = []
-    for e in sorted(about, key=lambda e: e["_ts"]):
-        for t in (e.get("alert", {}).get("metadata", {}) or {}).get("technique", []) or []:
-            if t and t not in named:
-                named.append(t)
+    named = _techniques(about)
     matches = []
     for v in shapes:
         if v.get("match") not in matches:
@@ -145,6 +141,16 @@ def _uplink_outcome(w, events, victims, failed, queued: float = 0.0) -> AttackOu
         kind=w.kind, expected_technique=getattr(w, "technique", ""), techniques=named, block_matches=matches,
         mitigation=_mitigation(shapes[0]) if shapes else "", block_ids=[v.get("block_id") for v in shapes],
         uplink=True)
+
+
+def _techniques(events) -> list[str]:
+    """The techniques the alerts named, in the order they were first named."""
+    named = []
+    for e in sorted(events, key=lambda e: e["_ts"]):
+        for t in (e.get("alert", {}).get("metadata", {}) or {}).get("technique", []) or []:
+            if t and t not in named:
+                named.append(t)
+    return named
 
 
 def outcomes(result: RunResult) -> list[AttackOutcome]:
@@ -167,11 +173,7 @@ def outcomes(result: RunResult) -> list[AttackOutcome]:
         blocks = [e["verdict"] for e in about if e.get("verdict", {}).get("installed_on")
                   and e["verdict"].get("action") == "block"]
         blocked = min((b["installed_at"] for b in blocks), default=None)
-        named = []
-        for e in sorted(about, key=lambda e: e["_ts"]):
-            for t in (e.get("alert", {}).get("metadata", {}) or {}).get("technique", []) or []:
-                if t and t not in named:
-                    named.append(t)
+        named = _techniques(about)
         matches = []
         for b in sorted(blocks, key=lambda b: b["installed_at"]):
             m = b.get("match") or {}

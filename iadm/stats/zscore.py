@@ -361,6 +361,19 @@ def _compact_arena(arena, key_off, key_len, order):
 
 
 @njit(cache=True, nogil=True)
+def _z(v, count, mu, m2):
+    """A value's z against (count, mean, M2): the sample deviation; with a deviation of 0, 0 for
+    the mean itself and an infinite z for anything else (NaN for NaN)."""
+    std = np.sqrt(m2 / max(count - 1.0, 1.0)) if count > 1 else np.nan
+    if std > 0:
+        return (v - mu) / std
+    if v == mu:
+        return 0.0
+    d = v - mu
+    return np.inf if d > 0 else (-np.inf if d < 0 else np.nan)
+
+
+@njit(cache=True, nogil=True)
 def _judge(slots, bytes_total, packets_total, ts, last, n, mean, m2, seen, dirty, min_count, tolerance):
     """Each record's four measurements (MEASUREMENTS order) and z values against its key's
     statistics before the batch; flags (bit j: measurement j anomalous), the largest judged
@@ -386,14 +399,7 @@ def _judge(slots, bytes_total, packets_total, ts, last, n, mean, m2, seen, dirty
         top = 0.0
         for j in range(4):
             v, count, mu = x[i, j], n[s, j], mean[s, j]
-            std = np.sqrt(m2[s, j] / max(count - 1.0, 1.0)) if count > 1 else np.nan
-            if std > 0:
-                zj = (v - mu) / std
-            elif v == mu:
-                zj = 0.0
-            else:
-                d = v - mu
-                zj = np.inf if d > 0 else (-np.inf if d < 0 else np.nan)
+            zj = _z(v, count, mu, m2[s, j])
             z[i, j] = zj
             if count >= min_count:
                 a = abs(zj)
@@ -431,14 +437,7 @@ def _judge_values(slots, x, ts, n, mean, m2, seen, dirty, min_count, tolerance):
                 skip[i] |= np.uint8(1 << j)
                 continue
             count, mu = n[s, j], mean[s, j]
-            std = np.sqrt(m2[s, j] / max(count - 1.0, 1.0)) if count > 1 else np.nan
-            if std > 0:
-                zj = (v - mu) / std
-            elif v == mu:
-                zj = 0.0
-            else:
-                d = v - mu
-                zj = np.inf if d > 0 else (-np.inf if d < 0 else np.nan)
+            zj = _z(v, count, mu, m2[s, j])
             z[i, j] = zj
             if count >= min_count:
                 a = abs(zj)
