@@ -118,7 +118,8 @@ def test_the_generators_met_real_listeners(run):
         lines = [line for line in text.splitlines() if line.startswith("{")]
         out[name] = json.loads(lines[-1]) if lines else {}
     by_kind = {w.kind: next(v for k, v in out.items() if k.endswith(f"-{w.hosts[0]}")) for w in result.windows}
-    assert by_kind["ssh-guess"]["sessions"] >= 10 and by_kind["ssh-guess"]["refused"] >= 5
+    # blocked at the fifth login-shaped session: at least that many met the listener before
+    assert by_kind["ssh-guess"]["sessions"] >= 5 and by_kind["ssh-guess"]["refused"] >= 5
     assert by_kind["telnet-guess"]["refused"] >= 5
     assert by_kind["dns-tunnel"]["queries"] >= 30 and by_kind["dns-tunnel"]["answered"] >= 1
     assert by_kind["slow-http"]["opened"] >= 50

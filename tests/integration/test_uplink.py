@@ -72,7 +72,8 @@ def test_the_reflection_is_dropped_by_its_shape(uplink_run):
     assert reflection.uplink and reflection.mitigation == "shape drop", reflection
     match = reflection.block_matches[0]
     assert (match["ipv4_dst"], match["ip_proto"], match["udp_src"]) == ("10.0.0.2", 17, 161)
-    assert "eth_src" not in match and "in_port" not in match
+    # no source MAC; narrowed to what enters through the uplink, r1's port (in_port "uplink" resolved)
+    assert "eth_src" not in match and match["in_port"] == int(result.uplink_port.rsplit("eth", 1)[1])
     counters = result.switch[reflection.block_ids[0]]
     assert counters["drop"] and counters["n_packets"] > 10_000   # read back from the switch
     assert reflection.time_to_block < 1.5
@@ -85,6 +86,7 @@ def test_the_forged_syn_flood_is_rate_limited_by_its_shape(uplink_run):
     assert syn.uplink and syn.mitigation == "rate limit", syn
     match = syn.block_matches[0]
     assert (match["ipv4_dst"], match["ip_proto"], match["tcp_dst"]) == ("10.0.0.2", 6, 80)
+    assert match["in_port"] == int(result.uplink_port.rsplit("eth", 1)[1])   # the LAN's own :80 traffic is not limited
     counters = result.switch[syn.block_ids[0]]
     assert counters["meter_id"] == 256 + syn.block_ids[0]
     assert counters["meter_dropped"] > 10_000 and counters["n_packets"] >= counters["meter_dropped"]
