@@ -331,29 +331,30 @@ class Responder:
         state.last_alert, state.unreported = now, 0
         return event
 
+    def _share_of_macs(self, records, rows, which) -> bool:
+        """Most (80%) of these records came from source MACs for which which(mac text) holds."""
+        if "smac" not in records or not len(rows):
+            return False
+        macs = records["smac"].to_numpy()[rows]
+        values, counts = np.unique(macs, return_counts=True)
+        held = sum(int(c) for v, c in zip(values.tolist(), counts.tolist()) if v and which(mac_text(v), macs == v))
+        return held >= 0.8 * len(rows)
+
     def _through_uplink(self, records, rows) -> bool:
         """Most of a flood's records came from a router's MAC: it entered through the uplink."""
-        if self.uplink is None or not self.uplink.routers or "smac" not in records:
+        if self.uplink is None or not self.uplink.routers:
             return False
-        macs = records["smac"].to_numpy()[rows]
-        values, counts = np.unique(macs, return_counts=True)
-        routed = sum(int(c) for v, c in zip(values.tolist(), counts.tolist()) if mac_text(v) in self.uplink.routers)
-        return routed >= 0.8 * len(rows)
+        return self._share_of_macs(records, rows, lambda mac, _: mac in self.uplink.routers)
 
     def _from_shared_macs(self, records, rows) -> bool:
-        """Most of these records came from MACs that carry others' traffic (a router's)."""
-        if "smac" not in records:
-            return False
-        macs = records["smac"].to_numpy()[rows]
-        values, counts = np.unique(macs, return_counts=True)
-        shared = 0
-        for v, c in zip(values.tolist(), counts.tolist()):
-            if not v:
-                continue
-            mac = mac_text(v)
-            self._learn_sources(mac, records["saddr"].to_numpy()[rows[macs == v]].astype(str))
-            shared += int(c) if self.shared(mac) else 0
-        return shared >= 0.8 * len(rows)
+        """Most of these records came from MACs that carry others' traffic (a router's, or one
+        behind which many public sources are seen, learned from these very rows)."""
+        saddr = records["saddr"].to_numpy()[rows].astype(str)
+
+        def carries_others(mac, mine):
+            self._learn_sources(mac, saddr[mine])
+            return self.shared(mac)
+        return self._share_of_macs(records, rows, carries_others)
 
     def shared(self, attacker: str) -> bool:
         """A router's MAC (LAN hosts send it their off-LAN traffic) carries everyone behind the

@@ -7,6 +7,8 @@ from collections import OrderedDict
 import numpy as np
 from numba import njit
 
+from iadm.capture.batch import LINKTYPE_ETHERNET
+
 _MAPPED = 0x0000FFFF00000000
 FNV_BASIS, FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)   # FNV-1a, 64-bit
 
@@ -46,6 +48,16 @@ def message_keys(a_hi, a_lo, b_hi, b_lo, x, y):
             h ^= h >> np.uint64(29)
         out[i] = h
     return out
+
+
+def frame_mac(batch, decoded, i: int, source: bool) -> int:
+    """The Ethernet source (or destination) MAC of decoded packet i's frame; 0 on a link without
+    Ethernet."""
+    frame = int(decoded.frame[i]) if decoded.frame is not None else -1
+    if frame < 0 or int(batch.linktype[frame]) != LINKTYPE_ETHERNET:
+        return 0
+    at = int(batch.offsets[frame]) + (6 if source else 0)
+    return int.from_bytes(bytes(batch.buf[at:at + 6]), "big")
 
 
 def ip_text(hi: int, lo: int) -> str:

@@ -35,8 +35,7 @@ from collections import deque
 import numpy as np
 from numba import njit
 
-from iadm.capture.batch import LINKTYPE_ETHERNET
-from iadm.inspect._util import FNV_BASIS, FNV_PRIME, Once, frame_ends, ip_text, message_keys
+from iadm.inspect._util import FNV_BASIS, FNV_PRIME, Once, frame_ends, frame_mac, ip_text, message_keys
 from iadm.inspect.finding import MITRE_ICMP_TUNNEL, SIDS, Finding
 
 ECHO_REQUEST = (8, 128)        # ICMP, ICMPv6
@@ -86,16 +85,6 @@ def _payloads(buf, l4, ends, v4):
         if m < PREFIX:
             prefix[i] = h
     return seq, length, whole, prefix
-
-
-def _requester_mac(batch, d, i: int, is_request: bool) -> int:
-    """The requester's MAC from message i's frame: a request's Ethernet source, a reply's
-    destination (0 on a link without Ethernet)."""
-    frame = int(d.frame[i]) if d.frame is not None else -1
-    if frame < 0 or int(batch.linktype[frame]) != LINKTYPE_ETHERNET:
-        return 0
-    at = int(batch.offsets[frame]) + (6 if is_request else 0)
-    return int.from_bytes(bytes(batch.buf[at:at + 6]), "big")
 
 
 def _pairs(a_hi, a_lo, b_hi, b_lo):
@@ -222,7 +211,7 @@ class IcmpTunnelWatch:
             if not self._once((sid, int(pairs[k])), t):
                 continue
             is_request = bool(mine[m] < len(q))   # rows: the requests, then the replies
-            mac = _requester_mac(batch, d, i, is_request)
+            mac = frame_mac(batch, d, i, source=is_request)   # the requester's
             requester = (d.src_hi[i], d.src_lo[i]) if is_request else (d.dst_hi[i], d.dst_lo[i])
             replier = (d.dst_hi[i], d.dst_lo[i]) if is_request else (d.src_hi[i], d.src_lo[i])
             out.append(Finding(

@@ -34,8 +34,7 @@ from collections import OrderedDict, deque
 
 import numpy as np
 
-from iadm.capture.batch import LINKTYPE_ETHERNET
-from iadm.inspect._util import Once, frame_ends, ip_text, message_keys
+from iadm.inspect._util import Once, frame_ends, frame_mac, ip_text, message_keys
 from iadm.inspect.finding import MITRE_BRUTE_FORCE, SIDS, Finding
 
 FTP_PORT, MQTT_PORT = 21, 1883
@@ -175,7 +174,7 @@ class LoginFailureWatch:
         server, client = ip_text(d.src_hi[i], d.src_lo[i]), ip_text(d.dst_hi[i], d.dst_lo[i])
         if not self._once((sid, server, client), t):
             return
-        mac = _destination_mac(batch, d, i)   # the client's: the reply's destination
+        mac = frame_mac(batch, d, i, source=False)   # the client's: the reply's destination
         out.append(Finding(
             ts=t, technique="brute_force", mitre=MITRE_BRUTE_FORCE, category="Theft", subcategory="BruteForce",
             sid=sid, signature=SIDS[sid], src_mac=0 if mac >> 40 & 1 else mac, src_ip=client, dest_ip=server,
@@ -299,11 +298,3 @@ def _http_authorization(payload: bytes):
     if not value or value[:6].lower() == b"digest":
         return None
     return _digest(b"http", value)
-
-
-def _destination_mac(batch, d, i: int) -> int:
-    frame = int(d.frame[i]) if d.frame is not None else -1
-    if frame < 0 or int(batch.linktype[frame]) != LINKTYPE_ETHERNET:
-        return 0
-    start = int(batch.offsets[frame])
-    return int.from_bytes(bytes(batch.buf[start:start + 6]), "big")
